@@ -1,0 +1,194 @@
+"""The model artifact: one directory, weights in safetensors, everything else in JSON.
+
+Layout::
+
+    model.safetensors          CBERL weights (and the input standardisation)
+    encoder_adapter.safetensors  LoRA adapter of the text encoder (if it was adapted)
+    config.json                labels, architecture, feature spec, windows, encoder,
+                               training data hash, hyper-parameters, dev metrics
+    labels.txt                 one label per line, in class-index order
+
+No pickle anywhere: loading a model never executes code from the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from cberl_model.features.corpus_features import (
+    TEXT_ENCODER,
+    FeatureSpec,
+    spec_from_json,
+    spec_to_json,
+)
+from cberl_model.features.text_encoder import EncoderError, LoraSpec, TextEncoder
+from cberl_model.nn import CBERL, CBERLConfig
+
+FORMAT_VERSION = 1
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+"""The MELD model shipped with the package, used whenever no ``--model`` is given."""
+
+_REQUIRED = ("format_version", "model_id", "labels", "architecture", "feature_spec")
+
+
+class ModelError(ValueError):
+    """A model directory is missing, corrupt, or does not fit this code or this machine."""
+
+
+@dataclass
+class ModelArtifact:
+    """A loaded model: the network, its text encoder (if any) and its card."""
+
+    model: CBERL
+    encoder: TextEncoder | None
+    labels: tuple[str, ...]
+    feature_spec: FeatureSpec
+    card: dict[str, Any]
+    path: Path
+
+    @property
+    def model_id(self) -> str:
+        return str(self.card["model_id"])
+
+
+def save_artifact(path: Path, model: CBERL, encoder: TextEncoder | None, labels: tuple[str, ...],
+                  feature_spec: FeatureSpec, training: dict[str, Any],
+                  metrics: dict[str, Any]) -> Path:
+    """Write a model directory (created if missing) and return its path."""
+    path.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(path / "model.safetensors"))
+    encoder_card = None
+    if encoder is not None:
+        encoder_card = {"model": encoder.model_spec, "max_tokens": encoder.max_tokens,
+                        "pooling": encoder.pooling, "fingerprint": encoder.fingerprint,
+                        "lora": asdict(encoder.lora) if encoder.lora else None,
+                        "feature_id": encoder.feature_id()}
+        if encoder.lora is not None:
+            save_file(encoder.adapter_state(), str(path / "encoder_adapter.safetensors"))
+    digest = hashlib.sha256((path / "model.safetensors").read_bytes())
+    if (path / "encoder_adapter.safetensors").is_file():
+        digest.update((path / "encoder_adapter.safetensors").read_bytes())
+    card = {
+        "format_version": FORMAT_VERSION,
+        "model_id": f"cberl-{digest.hexdigest()[:12]}",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "labels": list(labels),
+        "architecture": model.config.to_dict(),
+        "windows": {"past": model.config.past, "future": model.config.future},
+        "feature_spec": spec_to_json(feature_spec),
+        "encoder": encoder_card,
+        "training": training,
+        "metrics": metrics,
+    }
+    (path / "config.json").write_text(json.dumps(card, indent=2) + "\n")
+    (path / "labels.txt").write_text("\n".join(labels) + "\n")
+    return path
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    config = path / "config.json"
+    if not path.is_dir():
+        raise ModelError(f"model directory {path} does not exist")
+    if not config.is_file():
+        raise ModelError(f"{path} is not a model directory: config.json is missing")
+    try:
+        card = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{config} is not valid JSON: {exc}") from exc
+    if not isinstance(card, dict):
+        raise ModelError(f"{config} must hold a JSON object")
+    missing = [k for k in _REQUIRED if k not in card]
+    if missing:
+        raise ModelError(f"{config} lacks {', '.join(missing)}")
+    if card["format_version"] != FORMAT_VERSION:
+        raise ModelError(f"{config} has format_version {card['format_version']}; this code "
+                         f"reads version {FORMAT_VERSION}")
+    return card
+
+
+def _load_weights(file: Path) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise ModelError(f"{file} is missing")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{file} is not a readable safetensors file: {exc}") from exc
+
+
+def _build_model(card: dict[str, Any], path: Path) -> CBERL:
+    try:
+        config = CBERLConfig(**card["architecture"])
+    except TypeError as exc:
+        raise ModelError(f"{path / 'config.json'}: architecture does not fit this code: {exc}") from exc
+    if config.num_classes != len(card["labels"]):
+        raise ModelError(f"{path / 'config.json'}: {len(card['labels'])} labels but the "
+                         f"architecture has {config.num_classes} classes")
+    model = CBERL(config)
+    state = _load_weights(path / "model.safetensors")
+    expected = model.state_dict()
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [f"{k}: shape {tuple(state[k].shape)} != {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if problems:
+        raise ModelError(f"{path / 'model.safetensors'} does not match its config.json "
+                         f"({len(problems)} problems, e.g. {'; '.join(problems[:3])})")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _build_encoder(card: dict[str, Any], path: Path) -> TextEncoder:
+    enc = card.get("encoder")
+    if not enc:
+        raise ModelError(f"{path / 'config.json'}: text features need an encoder entry")
+    lora = LoraSpec(**{**enc["lora"], "target_modules": tuple(enc["lora"]["target_modules"])}) \
+        if enc.get("lora") else None
+    try:
+        encoder = TextEncoder(enc["model"], max_tokens=enc["max_tokens"], lora=lora)
+        if encoder.fingerprint != enc["fingerprint"]:
+            raise ModelError(
+                f"the text encoder installed here ({encoder.model_dir}) is not the one the model "
+                f"at {path} was trained with (fingerprint {encoder.fingerprint} != "
+                f"{enc['fingerprint']}); install the same encoder package")
+        if lora is not None:
+            encoder.load_adapter_state(_load_weights(path / "encoder_adapter.safetensors"))
+    except EncoderError as exc:
+        raise ModelError(f"model at {path}: {exc}") from exc
+    if encoder.feature_id() != card["feature_spec"]["text"]["feature_id"]:
+        raise ModelError(f"model at {path}: the encoder's features (id {encoder.feature_id()}) "
+                         f"differ from the ones it was trained on "
+                         f"({card['feature_spec']['text']['feature_id']})")
+    return encoder.eval()
+
+
+def load_artifact(path: str | Path | None = None,
+                  device: torch.device | str = "cpu") -> ModelArtifact:
+    """Load a model directory (the default MELD model when ``path`` is ``None``).
+
+    Raises:
+        ModelError: With a message saying what is wrong: missing or corrupt files, weights
+            that do not match the config, or an encoder that differs from training.
+    """
+    path = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    card = _read_card(path)
+    try:
+        feature_spec = spec_from_json(card["feature_spec"])
+    except TypeError as exc:
+        raise ModelError(f"{path / 'config.json'}: malformed feature_spec: {exc}") from exc
+    model = _build_model(card, path)
+    needs_encoder = any(s.extractor == TEXT_ENCODER for s in feature_spec.values())
+    encoder = _build_encoder(card, path) if needs_encoder else None
+    device = torch.device(device)
+    return ModelArtifact(model=model.to(device), encoder=encoder.to(device) if encoder else None,
+                         labels=tuple(card["labels"]), feature_spec=feature_spec, card=card,
+                         path=path)

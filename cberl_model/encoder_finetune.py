@@ -1,0 +1,189 @@
+"""Stage 1 of training: adapt the sentence encoder to emotion with a LoRA adapter.
+
+Strong MERC pipelines fine-tune their text encoder on the training split's utterance labels
+before learning context (COSMIC, MultiEMO with RoBERTa). We do the same with a small LoRA
+adapter and a linear head, one utterance at a time, with class weights ``(N / n_c) ** power``
+so minority emotions are not ignored. The head is thrown away; the adapter shapes the
+features the CBERL network is trained on. Without context, this stage is also the
+"fine-tuned encoder, no context" baseline the README reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from cberl_model.data import Corpus
+from cberl_model.features.text_encoder import LoraSpec, TextEncoder
+from cberl_model.metrics import classification_report
+from cberl_model.runtime import seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Hyper-parameters of the encoder adaptation stage."""
+
+    epochs: int = 3
+    lr: float = 5e-4
+    batch_size: int = 32
+    max_tokens: int = 64
+    class_weight_power: float = 0.3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.06
+    lora: LoraSpec = field(default_factory=LoraSpec)
+
+
+def class_weights(counts: np.ndarray, power: float) -> torch.Tensor:
+    """``(N / n_c) ** power``, normalised to mean 1; classes never seen get weight 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    weights = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1)) ** power, 0.0)
+    present = weights > 0
+    weights[present] /= weights[present].mean()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _labelled(corpus: Corpus) -> tuple[list[str], np.ndarray]:
+    texts = [u.text or "" for u in corpus.utterances()]
+    labels = corpus.label_indices()
+    keep = labels >= 0
+    return [t for t, k in zip(texts, keep, strict=True) if k], labels[keep]
+
+
+def _length_bucketed_batches(texts: list[str], batch_size: int,
+                             rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle, sort by length inside windows of 50 batches, then shuffle the batches.
+
+    Similar lengths share a batch so dynamic padding stays short (2-3x faster on CPU).
+    """
+    order = rng.permutation(len(texts))
+    window = batch_size * 50
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), window):
+        chunk = order[start:start + window]
+        chunk = chunk[np.argsort([len(texts[i]) for i in chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def finetune_encoder(encoder: TextEncoder, train: Corpus, dev: Corpus, config: FinetuneConfig,
+                     seed: int, device: torch.device, progress: bool = True) -> dict[str, Any]:
+    """Train the encoder's adapter with a linear head; keep the epoch best on dev weighted F1.
+
+    Returns:
+        ``{"dev": report of the best epoch, "history": per-epoch rows, "seconds": wall}``;
+        the encoder is left holding the best adapter.
+    """
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    train_texts, train_labels = _labelled(train)
+    dev_texts, dev_labels = _labelled(dev)
+    num_classes = len(train.labels)
+    encoder.to(device).train()
+    head = nn.Sequential(nn.Dropout(0.1), nn.Linear(encoder.dim, num_classes)).to(device)
+    weights = class_weights(np.bincount(train_labels, minlength=num_classes),
+                            config.class_weight_power).to(device)
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    params = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * math.ceil(len(train_texts) / config.batch_size)
+    warmup = max(1, int(config.warmup_fraction * steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    best: tuple[float, dict[str, torch.Tensor], dict[str, Any]] | None = None
+    history = []
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        batches = _length_bucketed_batches(train_texts, config.batch_size, rng)
+        total = 0.0
+        bar = tqdm(batches, desc=f"adapt encoder {epoch}/{config.epochs}", disable=not progress)
+        for idx in bar:
+            tokens = {k: v.to(device) for k, v in encoder.tokenize([train_texts[i] for i in idx]).items()}
+            logits = head(encoder(**tokens))
+            loss = loss_fn(logits, torch.as_tensor(train_labels[idx], device=device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite encoder loss at epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(idx)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        dev_report = _evaluate_head(encoder, head, dev_texts, dev_labels, train.labels, device)
+        row = {"epoch": epoch, "train_loss": total / len(train_texts),
+               "dev_weighted_f1": dev_report["weighted_f1"], "dev_macro_f1": dev_report["macro_f1"]}
+        history.append(row)
+        log.info("encoder epoch %d: %s", epoch, row)
+        if best is None or dev_report["weighted_f1"] > best[0]:
+            best = (dev_report["weighted_f1"], encoder.adapter_state(), dev_report)
+    assert best is not None
+    encoder.load_adapter_state(best[1])
+    encoder.eval()
+    return {"dev": best[2], "history": history, "seconds": time.perf_counter() - started}
+
+
+@torch.no_grad()
+def _evaluate_head(encoder: TextEncoder, head: nn.Module, texts: list[str], labels: np.ndarray,
+                   names: tuple[str, ...], device: torch.device) -> dict[str, Any]:
+    head.eval()
+    vectors = torch.from_numpy(encoder.encode(texts)).to(device)
+    predictions = head(vectors).argmax(-1).cpu().numpy()
+    head.train()
+    encoder.train()
+    return classification_report(labels, predictions, names)
+
+
+def adapted_encoder(model: str, train: Corpus, dev: Corpus, config: FinetuneConfig, seed: int,
+                    cache_dir: Path, device: torch.device,
+                    progress: bool = True) -> tuple[TextEncoder, dict[str, Any]]:
+    """An encoder adapted on ``train``, from the cache when this exact run was done before.
+
+    The cache key covers the pretrained weights, both corpora, the config and the seed, so a
+    second ``train`` run with the same inputs skips the slowest stage entirely.
+    """
+    encoder = TextEncoder(model, max_tokens=config.max_tokens, lora=config.lora)
+    key = hashlib.sha256(json.dumps({
+        "model": encoder.fingerprint, "train": train.content_hash(), "dev": dev.content_hash(),
+        "config": asdict(config), "seed": seed}, sort_keys=True).encode()).hexdigest()[:20]
+    folder = cache_dir / "encoders" / key
+    weights, meta = folder / "adapter.safetensors", folder / "meta.json"
+    if weights.is_file() and meta.is_file():
+        log.info("reusing adapted encoder from %s", folder)
+        encoder.load_adapter_state(load_file(str(weights)))
+        return encoder.eval(), json.loads(meta.read_text())
+    result = finetune_encoder(encoder, train, dev, config, seed, device, progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(encoder.adapter_state(), str(weights))
+    meta.write_text(json.dumps(result, indent=2))
+    return encoder.cpu().eval(), result
+
+
+def fold_corpora(corpus: Corpus, folds: int, seed: int) -> list[tuple[Corpus, Corpus]]:
+    """Split conversations into ``folds`` (fit, held-out) pairs, seeded, by conversation."""
+    if folds < 2:
+        raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
+    order = np.random.default_rng(seed).permutation(len(corpus.conversations))
+    assignment = np.empty(len(order), dtype=np.int64)
+    assignment[order] = np.arange(len(order)) % folds
+    pairs = []
+    for k in range(folds):
+        held = [c for c, a in zip(corpus.conversations, assignment, strict=True) if a == k]
+        fit = [c for c, a in zip(corpus.conversations, assignment, strict=True) if a != k]
+        pairs.append((Corpus(f"{corpus.name}#fit{k}", corpus.labels, fit),
+                      Corpus(f"{corpus.name}#fold{k}", corpus.labels, held)))
+    return pairs

@@ -1,0 +1,146 @@
+"""The CBERL network: DJVAE fusion -> Bi-LSTM -> speaker GAT -> weak-classifier ensemble."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from cberl_model.nn.context_lstm import ContextLSTM
+from cberl_model.nn.djvae import DJVAEFusion, FusionOutput
+from cberl_model.nn.ensemble import WeakClassifierEnsemble
+from cberl_model.nn.masked_reconstruction import MaskedReconstruction
+from cberl_model.nn.speaker_gat import SpeakerGAT
+
+if TYPE_CHECKING:  # windows.py builds batches with nn.window_graph; avoid the cycle
+    from cberl_model.windows import WindowBatch
+
+
+@dataclass
+class CBERLConfig:
+    """Architecture hyper-parameters (stored in the model artifact's ``config.json``)."""
+
+    input_dims: dict[str, int]
+    num_classes: int
+    past: int = 10
+    future: int = 2
+    edge_decay: float = 4.0
+    latent_dim: int = 256
+    fusion_hidden: int = 384
+    lstm_hidden: int = 128
+    gat_heads: int = 4
+    gat_layers: int = 2
+    edge_type_dim: int = 16
+    dropout: float = 0.3
+    ensemble_members: int = 5
+    ensemble_hidden: int = 128
+    ensemble_subspace: float = 0.75
+    mask_rate: float = 0.15
+    ensemble_seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Standardize(nn.Module):
+    """Fixed per-dimension standardisation, fitted on the training split."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+@dataclass
+class CBERLOutput:
+    """Everything the objectives need from one forward pass."""
+
+    logits: Tensor
+    fusion: FusionOutput
+    context: Tensor
+    mask: Tensor
+    inputs: dict[str, Tensor]
+
+
+class CBERL(nn.Module):
+    r"""Class Boundary Enhanced Representation Learning for emotion in conversation.
+
+    Paper: "Deep Imbalanced Learning for Multimodal Emotion Recognition in Conversations"
+    (arXiv 2312.06337). Per node (utterance) of a window:
+
+    .. math::
+        z_i = \mathrm{DJVAE}(x_i^{t}, x_i^{a}, x_i^{v}), \quad
+        c_i = \mathrm{BiLSTM}(z)_i, \quad
+        g_i = \mathrm{GAT}(W[z_i \| c_i], \mathcal E_{\mathrm{speaker}})_i, \quad
+        \hat p_i = \tfrac1K \textstyle\sum_k \mathrm{softmax}(f_k([z_i \| g_i]))
+
+    trained with focal loss on the window's target node, masked-node reconstruction and the
+    DJVAE objective (see :mod:`cberl_model.train.loop`).
+
+    Args:
+        config: Architecture hyper-parameters, see :class:`CBERLConfig`.
+
+    Shapes:
+        - input: :class:`~cberl_model.windows.WindowBatch` with ``B`` windows, ``N`` nodes.
+        - output: :class:`CBERLOutput`, ``logits`` of shape ``(K, B, num_classes)``.
+    """
+
+    def __init__(self, config: CBERLConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.modalities = tuple(config.input_dims)
+        self.standardize = nn.ModuleDict({m: _Standardize(d) for m, d in config.input_dims.items()})
+        self.fusion = DJVAEFusion(config.input_dims, config.latent_dim, config.fusion_hidden,
+                                  config.dropout)
+        self.reconstruction = MaskedReconstruction(config.latent_dim, 2 * config.latent_dim,
+                                                   config.input_dims, config.mask_rate)
+        self.context = ContextLSTM(config.latent_dim, config.lstm_hidden, dropout=config.dropout)
+        self.project = nn.Linear(config.latent_dim + 2 * config.lstm_hidden, 2 * config.latent_dim)
+        self.graph = SpeakerGAT(2 * config.latent_dim, config.gat_heads, config.gat_layers,
+                                config.edge_type_dim, config.dropout)
+        self.classifier = WeakClassifierEnsemble(
+            3 * config.latent_dim, config.num_classes, config.ensemble_members,
+            config.ensemble_hidden, config.ensemble_subspace, config.dropout, config.ensemble_seed)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"{self.__class__.__name__}(modalities={list(self.modalities)}, "
+                f"classes={c.num_classes}, past={c.past}, future={c.future})")
+
+    def fit_standardization(self, features: dict[str, Tensor], present: dict[str, Tensor]) -> None:
+        """Set the input standardisation from training features (present rows only)."""
+        for m, module in self.standardize.items():
+            rows = features[m][present[m]]
+            if len(rows) > 1:
+                module.mean.copy_(rows.mean(0))
+                module.std.copy_(rows.std(0).clamp(min=1e-4))
+
+    def forward(self, batch: WindowBatch) -> CBERLOutput:
+        # 1. Standardise and fuse whichever modalities each node has.
+        inputs = {m: self.standardize[m](batch.features[m]) for m in self.modalities}
+        fusion = self.fusion(inputs, batch.present)
+        # 2. Hide random context nodes (training only); targets stay visible.
+        z, mask = self.reconstruction.mask(fusion.z, batch.is_target)
+        # 3. Sequential context within each window, then speaker-typed graph attention.
+        sequence = self.context(z, batch.batch)
+        context = self.graph(self.project(torch.cat([z, sequence], -1)), batch.edge_index,
+                             batch.edge_type, batch.edge_weight)
+        # 4. The ensemble classifies each window's target node.
+        target = batch.target
+        logits = self.classifier(torch.cat([z[target], context[target]], -1))
+        return CBERLOutput(logits=logits, fusion=fusion, context=context, mask=mask, inputs=inputs)
+
+    @torch.no_grad()
+    def predict_proba(self, batch: WindowBatch) -> Tensor:
+        """Class probabilities of each window's target, ``(B, num_classes)``, in eval mode."""
+        was_training = self.training
+        self.eval()
+        probs = WeakClassifierEnsemble.probabilities(self(batch).logits)
+        self.train(was_training)
+        return probs

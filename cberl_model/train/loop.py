@@ -1,0 +1,163 @@
+"""The training loop: SpeechBrain-style hooks around the CBERL network."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cberl_model.metrics import classification_report
+from cberl_model.nn import CBERL, FocalLoss
+from cberl_model.nn.cberl import CBERLOutput
+from cberl_model.windows import Window, WindowBatch
+
+log = logging.getLogger(__name__)
+
+
+class Stage(Enum):
+    TRAIN = auto()
+    VALID = auto()
+    TEST = auto()
+
+
+@dataclass(frozen=True)
+class ObjectiveWeights:
+    """Weights of CBERL's parallel tasks in the total loss."""
+
+    reconstruction: float = 0.3
+    vae: float = 0.1
+    kl: float = 0.01
+
+
+def predict_windows(model: CBERL, windows: Sequence[Window], device: torch.device,
+                    batch_size: int = 256) -> np.ndarray:
+    """Class probabilities ``(len(windows), C)`` of each window's target, in eval mode."""
+    config = model.config
+    out = []
+    for start in range(0, len(windows), batch_size):
+        batch = WindowBatch.collate(windows[start:start + batch_size], config.past,
+                                    config.future, config.edge_decay).to(device)
+        out.append(model.predict_proba(batch).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, config.num_classes), dtype=np.float32)
+
+
+class Trainer:
+    """Fits a :class:`CBERL` with early stopping on dev weighted F1.
+
+    Hooks, in the order they run for each batch and stage: :meth:`compute_forward`,
+    :meth:`compute_objectives`, and once per stage :meth:`on_stage_end`.
+
+    Args:
+        model: The network (moved to ``device``).
+        loss: The classification loss applied to every ensemble member.
+        weights: Weights of the auxiliary objectives.
+        lr / weight_decay: AdamW settings.
+        device: Where to train.
+        labels: Label names (for reports).
+    """
+
+    def __init__(self, model: CBERL, loss: FocalLoss, weights: ObjectiveWeights, lr: float,
+                 weight_decay: float, device: torch.device, labels: tuple[str, ...]) -> None:
+        self.model = model.to(device)
+        self.loss = loss.to(device)
+        self.weights = weights
+        self.device = device
+        self.labels = labels
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.history: list[dict[str, Any]] = []
+        self.best_score = -math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = 0
+
+    def compute_forward(self, batch: WindowBatch, stage: Stage) -> CBERLOutput:
+        self.model.train(stage == Stage.TRAIN)
+        return self.model(batch)
+
+    def compute_objectives(self, out: CBERLOutput, batch: WindowBatch,
+                           stage: Stage) -> tuple[torch.Tensor, dict[str, float]]:
+        """Focal loss on every member + masked reconstruction + DJVAE reconstruction/KL."""
+        labelled = batch.labels >= 0
+        logits = out.logits[:, labelled]
+        target = batch.labels[labelled]
+        classification = torch.stack([self.loss(member, target) for member in logits]).mean()
+        reconstruction = self.model.reconstruction.loss(out.context, out.mask, out.inputs,
+                                                        batch.present)
+        vae = self.model.fusion.reconstruction_loss(out.fusion.z, out.inputs, batch.present)
+        kl = out.fusion.kl()
+        w = self.weights
+        total = classification + w.reconstruction * reconstruction + w.vae * (vae + w.kl * kl)
+        parts = {"loss": total.item(), "focal": classification.item(),
+                 "masked_rec": reconstruction.item(), "vae_rec": vae.item(), "kl": kl.item()}
+        return total, parts
+
+    def on_stage_end(self, stage: Stage, epoch: int, stats: dict[str, Any]) -> bool:
+        """Record the stage; on VALID keep the best weights. Returns True when improved."""
+        self.history.append({"epoch": epoch, "stage": stage.name.lower(), **stats})
+        if stage != Stage.VALID:
+            return False
+        if stats["weighted_f1"] > self.best_score:
+            self.best_score, self.best_epoch = stats["weighted_f1"], epoch
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            return True
+        return False
+
+    def fit(self, make_train_windows: Callable[[int], list[Window]], dev_windows: list[Window],
+            epochs: int, patience: int, batch_size: int, rng: np.random.Generator,
+            progress: bool = True) -> None:
+        """Train until dev weighted F1 has not improved for ``patience`` epochs.
+
+        ``make_train_windows(epoch)`` draws the epoch's windows (fresh future truncation).
+        The best weights are loaded back at the end.
+
+        Raises:
+            FloatingPointError: If a loss becomes NaN or infinite.
+        """
+        config = self.model.config
+        dev_labels = np.array([int(w.conversation.labels[w.target]) for w in dev_windows])
+        stale = 0
+        for epoch in range(1, epochs + 1):
+            started = time.perf_counter()
+            windows = make_train_windows(epoch)
+            order = rng.permutation(len(windows))
+            sums: dict[str, float] = {}
+            bar = tqdm(range(0, len(order), batch_size), desc=f"cberl epoch {epoch}",
+                       disable=not progress, leave=False)
+            for start in bar:
+                batch = WindowBatch.collate([windows[i] for i in order[start:start + batch_size]],
+                                            config.past, config.future,
+                                            config.edge_decay).to(self.device)
+                out = self.compute_forward(batch, Stage.TRAIN)
+                loss, parts = self.compute_objectives(out, batch, Stage.TRAIN)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss at epoch {epoch}: {parts}")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+                self.optimizer.step()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            steps = max(1, math.ceil(len(order) / batch_size))
+            self.on_stage_end(Stage.TRAIN, epoch, {k: v / steps for k, v in sums.items()})
+            probs = predict_windows(self.model, dev_windows, self.device)
+            report = classification_report(dev_labels, probs.argmax(1), self.labels)
+            improved = self.on_stage_end(Stage.VALID, epoch, {
+                "weighted_f1": report["weighted_f1"], "macro_f1": report["macro_f1"],
+                "accuracy": report["accuracy"], "seconds": time.perf_counter() - started})
+            log.info("epoch %d: train loss %.4f, dev weighted F1 %.4f%s", epoch,
+                     sums.get("loss", 0.0) / steps, report["weighted_f1"], " *" if improved else "")
+            stale = 0 if improved else stale + 1
+            if stale >= patience:
+                log.info("early stop: no dev improvement for %d epochs", patience)
+                break
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.model.eval()

@@ -1,0 +1,179 @@
+"""A full training run: corpora -> adapted encoder -> features -> augmentation -> CBERL."""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cberl_model.artifact import save_artifact
+from cberl_model.data import Corpus, CorpusError, load_corpus
+from cberl_model.encoder_finetune import (
+    FinetuneConfig,
+    adapted_encoder,
+    class_weights,
+    fold_corpora,
+)
+from cberl_model.features.corpus_features import FeatureSpec, corpus_spec, featurize_corpus
+from cberl_model.features.text_encoder import LoraSpec, TextEncoder
+from cberl_model.metrics import classification_report, confusion, format_report
+from cberl_model.nn import CBERL, CBERLConfig, FocalLoss
+from cberl_model.runtime import configure_threads, default_cache_dir, seed_everything, select_device
+from cberl_model.train.augment import get_augmentation
+from cberl_model.train.config import TrainConfig
+from cberl_model.train.loop import ObjectiveWeights, Trainer, predict_windows
+from cberl_model.train.report import plot_confusion, plot_training_curve
+from cberl_model.windows import ConversationFeatures, evaluation_windows, training_windows
+
+log = logging.getLogger(__name__)
+
+
+def _stack(conversations: list[ConversationFeatures]) -> tuple[dict, dict]:
+    modalities = conversations[0].features.keys()
+    feats = {m: torch.from_numpy(np.concatenate([c.features[m] for c in conversations]))
+             for m in modalities}
+    present = {m: torch.from_numpy(np.concatenate([c.present[m] for c in conversations]))
+               for m in modalities}
+    return feats, present
+
+
+def out_of_fold_features(config: TrainConfig, finetune: FinetuneConfig, train: Corpus,
+                         dev: Corpus, spec: FeatureSpec, cache_dir: Path,
+                         device: torch.device) -> list[ConversationFeatures]:
+    """Training features from encoders that never saw the conversation (cross-fitting).
+
+    An encoder adapted on the training labels embeds those same utterances better than it
+    will embed new ones, and a context model trained on such features learns to trust the
+    text too much and its context too little. Each fold's utterances are therefore embedded
+    by an encoder adapted on the other folds (stacking); dev and serving use the encoder
+    adapted on all of train.
+    """
+    by_id: dict[str, ConversationFeatures] = {}
+    for fit, held in fold_corpora(train, config.crossfit_folds, config.encoder_seed):
+        fold_encoder, _ = adapted_encoder(config.text_model, fit, dev, finetune,
+                                          config.encoder_seed, cache_dir, device, config.progress)
+        for conv in featurize_corpus(held, spec, fold_encoder.to(device), cache_dir,
+                                     config.progress):
+            by_id[conv.conversation_id] = conv
+    return [by_id[c.conversation_id] for c in train.conversations]
+
+
+def evaluate_conversations(model: CBERL, conversations: list[ConversationFeatures],
+                           labels: tuple[str, ...], future: int,
+                           device: torch.device) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Report, true and predicted classes of every labelled utterance with ``future`` look-ahead."""
+    windows = [w for w in evaluation_windows(conversations, model.config.past, future)
+               if w.conversation.labels[w.target] >= 0]
+    if not windows:
+        raise CorpusError("evaluation", "no labelled utterances to score")
+    probs = predict_windows(model, windows, device)
+    y_true = np.array([int(w.conversation.labels[w.target]) for w in windows])
+    y_pred = probs.argmax(1)
+    return classification_report(y_true, y_pred, labels), y_true, y_pred
+
+
+def run_training(config: TrainConfig) -> dict[str, Any]:
+    """Run every stage and write the run directory and the model artifact.
+
+    Returns:
+        The ``metrics.json`` content.
+    """
+    started = time.perf_counter()
+    configure_threads()
+    seed_everything(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = select_device(config.device)
+    cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if not config.train or not config.dev:
+        raise ValueError("both --train and --dev corpora are required (FORMAT:PATH)")
+    train, dev = load_corpus(config.train), load_corpus(config.dev)
+    log.info("train: %d conversations, %d utterances; dev: %d / %d", len(train.conversations),
+             train.num_utterances, len(dev.conversations), dev.num_utterances)
+
+    # Stage 1: the text encoder, adapted to emotion when asked (and when there is text).
+    encoder_stage: dict[str, Any] | None = None
+    encoder: TextEncoder | None = None
+    finetune: FinetuneConfig | None = None
+    needs_text = "text" not in train.feature_dims() and any(u.text for u in train.utterances())
+    if needs_text and config.adapt_encoder:
+        finetune = FinetuneConfig(epochs=config.encoder_epochs, lr=config.encoder_lr,
+                                  batch_size=config.encoder_batch_size,
+                                  max_tokens=config.encoder_max_tokens,
+                                  class_weight_power=config.class_weight_power,
+                                  lora=LoraSpec(rank=config.encoder_lora_rank,
+                                                alpha=2 * config.encoder_lora_rank))
+        encoder, encoder_stage = adapted_encoder(config.text_model, train, dev, finetune,
+                                                 config.encoder_seed, cache_dir, device,
+                                                 config.progress)
+    elif needs_text:
+        encoder = TextEncoder(config.text_model, max_tokens=config.encoder_max_tokens)
+    if encoder is not None:
+        encoder.to(device)
+
+    # Stage 2: features (cached) and augmentation.
+    spec = corpus_spec(train, encoder)
+    if finetune is not None and config.crossfit_folds > 1:
+        train_feats = out_of_fold_features(config, finetune, train, dev, spec, cache_dir, device)
+    else:
+        train_feats = featurize_corpus(train, spec, encoder, cache_dir, config.progress)
+    dev_feats = featurize_corpus(dev, spec, encoder, cache_dir, config.progress, train.labels)
+    train_feats = get_augmentation(config.augment)(train_feats, rng)
+
+    # Stage 3: the CBERL network.
+    model = CBERL(CBERLConfig(
+        input_dims={m: s.dim for m, s in spec.items()}, num_classes=len(train.labels),
+        past=config.past, future=config.future, latent_dim=config.latent_dim,
+        lstm_hidden=config.lstm_hidden, gat_heads=config.gat_heads, gat_layers=config.gat_layers,
+        dropout=config.dropout, ensemble_members=config.ensemble_members,
+        mask_rate=config.mask_rate, ensemble_seed=config.seed))
+    model.fit_standardization(*_stack(train_feats))
+    counts = np.bincount(np.concatenate([c.labels[c.labels >= 0] for c in train_feats]),
+                         minlength=len(train.labels))
+    loss = FocalLoss(config.focal_gamma, class_weights(counts, config.class_weight_power))
+    trainer = Trainer(model, loss, ObjectiveWeights(config.reconstruction_weight,
+                                                    config.vae_weight, config.kl_weight),
+                      config.lr, config.weight_decay, device, train.labels)
+    dev_windows = [w for w in evaluation_windows(dev_feats, config.past, config.future)
+                   if w.conversation.labels[w.target] >= 0]
+    trainer.fit(lambda epoch: training_windows(train_feats, config.past, config.future,
+                                               config.full_future_rate, rng),
+                dev_windows, config.epochs, config.patience, config.batch_size, rng,
+                config.progress)
+
+    # Reports: final labels (full look-ahead) and revision-0 labels (no look-ahead).
+    final, y_true, y_pred = evaluate_conversations(model, dev_feats, train.labels,
+                                                   config.future, device)
+    provisional, _, _ = evaluate_conversations(model, dev_feats, train.labels, 0, device)
+    metrics = {
+        "dev": final,
+        "dev_revision0": provisional,
+        "encoder_stage_dev": encoder_stage["dev"] if encoder_stage else None,
+        "best_epoch": trainer.best_epoch,
+        "history": trainer.history,
+        "train_seconds": time.perf_counter() - started,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": str(device),
+    }
+    model_dir = Path(config.model_dir) if config.model_dir else run_dir / "model"
+    save_artifact(model_dir, model.cpu(), encoder.cpu() if encoder else None, train.labels, spec,
+                  training={"config": config.to_dict(), "train_data_hash": train.content_hash(),
+                            "dev_data_hash": dev.content_hash(), "train": config.train,
+                            "dev": config.dev},
+                  metrics={"dev": final, "dev_revision0": provisional})
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (run_dir / "per_class_report.txt").write_text(
+        f"dev, final labels (future={config.future})\n{format_report(final)}\n\n"
+        f"dev, revision-0 labels (future=0)\n{format_report(provisional)}\n")
+    plot_confusion(confusion(y_true, y_pred, len(train.labels)), train.labels,
+                   run_dir / "confusion_matrix.png", "dev, final labels")
+    plot_training_curve(trainer.history, run_dir / "training_curve.png")
+    return metrics
