@@ -65,6 +65,7 @@ def save_artifact(path: Path, model: CBERL, encoder: TextEncoder | None, labels:
                   metrics: dict[str, Any]) -> Path:
     """Write a model directory (created if missing) and return its path."""
     path.mkdir(parents=True, exist_ok=True)
+    (path / "encoder_adapter.safetensors").unlink(missing_ok=True)  # never keep a stale one
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(weights, str(path / "model.safetensors"))
     encoder_card = None
@@ -128,12 +129,12 @@ def _load_weights(file: Path) -> dict[str, torch.Tensor]:
 def _build_model(card: dict[str, Any], path: Path) -> CBERL:
     try:
         config = CBERLConfig(**card["architecture"])
-    except TypeError as exc:
+        model = CBERL(config)
+    except (TypeError, ValueError) as exc:
         raise ModelError(f"{path / 'config.json'}: architecture does not fit this code: {exc}") from exc
     if config.num_classes != len(card["labels"]):
         raise ModelError(f"{path / 'config.json'}: {len(card['labels'])} labels but the "
                          f"architecture has {config.num_classes} classes")
-    model = CBERL(config)
     state = _load_weights(path / "model.safetensors")
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
@@ -186,6 +187,10 @@ def load_artifact(path: str | Path | None = None,
     except TypeError as exc:
         raise ModelError(f"{path / 'config.json'}: malformed feature_spec: {exc}") from exc
     model = _build_model(card, path)
+    spec_dims = {m: s.dim for m, s in feature_spec.items()}
+    if spec_dims != model.config.input_dims:
+        raise ModelError(f"{path / 'config.json'}: feature_spec {spec_dims} does not match the "
+                         f"architecture's input_dims {model.config.input_dims}")
     needs_encoder = any(s.extractor == TEXT_ENCODER for s in feature_spec.values())
     encoder = _build_encoder(card, path) if needs_encoder else None
     device = torch.device(device)

@@ -86,8 +86,6 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     """
     started = time.perf_counter()
     configure_threads()
-    seed_everything(config.seed)
-    rng = np.random.default_rng(config.seed)
     device = select_device(config.device)
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     run_dir = Path(config.run_dir)
@@ -126,6 +124,9 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     else:
         train_feats = featurize_corpus(train, spec, encoder, cache_dir, config.progress)
     dev_feats = featurize_corpus(dev, spec, encoder, cache_dir, config.progress, train.labels)
+    # Seed here, not earlier: a cached encoder must not change what the later stages draw.
+    seed_everything(config.seed)
+    rng = np.random.default_rng(config.seed)
     train_feats = get_augmentation(config.augment)(train_feats, rng)
 
     # Stage 3: the CBERL network.

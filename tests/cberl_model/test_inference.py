@@ -1,0 +1,161 @@
+"""The incremental inference API on the shipped default model and real MELD dialogues."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cberl_model.data import Conversation
+from cberl_model.data.meld import read_meld_csv
+from cberl_model.inference import (
+    CallState,
+    EmotionRecognizer,
+    FeatureError,
+    LabelUpdate,
+    UtteranceInput,
+)
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> EmotionRecognizer:
+    return EmotionRecognizer.load(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def dialogues(meld_dir: Path) -> list[Conversation]:
+    """The two longest MELD dev dialogues (longer than the model's whole window)."""
+    corpus = read_meld_csv(meld_dir / "dev_sent_emo.csv")
+    return sorted(corpus.conversations, key=len, reverse=True)[:2]
+
+
+def _inputs(conv: Conversation) -> list[UtteranceInput]:
+    return [UtteranceInput(u.utterance_id, u.speaker, text=u.text) for u in conv]
+
+
+def _replay(recognizer: EmotionRecognizer, conv: Conversation,
+            roundtrip: bool = False) -> tuple[list[list[LabelUpdate]], CallState]:
+    """Feed a dialogue one utterance at a time; optionally serialise the state between steps."""
+    state = recognizer.open_call(conv.conversation_id)
+    steps = []
+    for utterance in _inputs(conv):
+        if roundtrip:
+            state = CallState.from_dict(json.loads(json.dumps(state.to_dict())))
+        state, updates = recognizer.add_utterance(state, utterance)
+        steps.append(updates)
+    state, closing = recognizer.end_call(state)
+    steps.append(closing)
+    return steps, state
+
+
+def _latest(steps: list[list[LabelUpdate]]) -> dict[str, LabelUpdate]:
+    """A subscriber's view: the highest revision per utterance."""
+    view: dict[str, LabelUpdate] = {}
+    for updates in steps:
+        for update in updates:
+            if update.utterance_id not in view or update.revision > view[update.utterance_id].revision:
+                view[update.utterance_id] = update
+    return view
+
+
+def test_replayed_final_labels_equal_batch_inference(recognizer, dialogues):
+    for conv in dialogues:
+        assert len(conv) > recognizer.past + recognizer.future
+        view = _latest(_replay(recognizer, conv)[0])
+        batch = recognizer.predict_conversation(_inputs(conv))
+        assert [view[b.utterance_id].label for b in batch] == [b.label for b in batch]
+        for b in batch:
+            got = view[b.utterance_id]
+            assert got.final
+            np.testing.assert_allclose([got.scores[k] for k in recognizer.labels],
+                                       [b.scores[k] for k in recognizer.labels], atol=1e-5)
+
+
+def test_rolling_revisions_follow_the_window(recognizer, dialogues):
+    conv = dialogues[0]
+    steps, _ = _replay(recognizer, conv)
+    f = recognizer.future
+    for t, updates in enumerate(steps[:-1]):
+        # utterance t at revision 0, and its f predecessors revised, oldest first
+        expected = list(range(max(0, t - f), t + 1))
+        assert [u.index for u in updates] == expected
+        for u in updates:
+            assert u.revision == t - u.index
+            assert u.final == (t - u.index == f)
+            assert abs(sum(u.scores.values()) - 1.0) < 1e-4
+    # closing finalises exactly the last f utterances, each one revision later
+    closing = steps[-1]
+    assert [u.index for u in closing] == list(range(len(conv) - f, len(conv)))
+    assert all(u.final for u in closing)
+    revisions: dict[int, list[int]] = {}
+    for updates in steps:
+        for u in updates:
+            revisions.setdefault(u.index, []).append(u.revision)
+    assert all(r == list(range(len(r))) for r in revisions.values()), "revisions must not skip"
+
+
+def test_state_is_bounded_and_survives_serialisation(recognizer, dialogues):
+    conv = dialogues[0]
+    plain, state = _replay(recognizer, conv)
+    assert len(state.nodes) <= recognizer.past + recognizer.future
+    assert state.count == len(conv) and state.ended
+    serialised, _ = _replay(recognizer, conv, roundtrip=True)
+    assert [[(u.utterance_id, u.revision, u.label) for u in s] for s in plain] == \
+        [[(u.utterance_id, u.revision, u.label) for u in s] for s in serialised]
+
+
+def test_redelivered_utterance_is_ignored(recognizer, dialogues):
+    first, second = _inputs(dialogues[0])[:2]
+    state, _ = recognizer.add_utterance(recognizer.open_call("c"), first)
+    state, _ = recognizer.add_utterance(state, second)
+    again, updates = recognizer.add_utterance(state, first)
+    assert updates == [] and again.count == 2
+    ended, _ = recognizer.end_call(state)
+    after, updates = recognizer.add_utterance(ended, _inputs(dialogues[0])[2])
+    assert updates == [] and after.count == 2
+
+
+def test_micro_batch_across_calls_matches_one_call_at_a_time(recognizer, dialogues):
+    a, b = (_inputs(conv)[:4] for conv in dialogues)
+    states = {"a": recognizer.open_call("a"), "b": recognizer.open_call("b")}
+    one_by_one = []
+    for call, utterance in [("a", a[0]), ("b", b[0]), ("a", a[1]), ("b", b[1]), ("a", a[2])]:
+        states[call], updates = recognizer.add_utterance(states[call], utterance)
+        one_by_one.append(updates)
+    fresh = {"a": recognizer.open_call("a"), "b": recognizer.open_call("b")}
+    batched = recognizer.add_utterances([(fresh["a"], a[0]), (fresh["b"], b[0]), (fresh["a"], a[1]),
+                                         (fresh["b"], b[1]), (fresh["a"], a[2])])
+    assert len(batched) == 5
+    for (_, got), want in zip(batched, one_by_one, strict=True):
+        assert [(u.utterance_id, u.revision, u.label) for u in got] == \
+            [(u.utterance_id, u.revision, u.label) for u in want]
+        for g, w in zip(got, want, strict=True):
+            assert g.scores == pytest.approx(w.scores, abs=1e-5)
+
+
+def test_precomputed_text_features_equal_text_input(recognizer, dialogues):
+    utterances = _inputs(dialogues[0])[:3]
+    vectors = recognizer.featurize(utterances)
+    with_vectors = [UtteranceInput(u.utterance_id, u.speaker, features={"text": v["text"]})
+                    for u, v in zip(utterances, vectors, strict=True)]
+    assert [x.label for x in recognizer.predict_conversation(utterances)] == \
+        [x.label for x in recognizer.predict_conversation(with_vectors)]
+
+
+def test_utterance_without_any_modality_still_gets_a_label(recognizer):
+    state, updates = recognizer.add_utterance(recognizer.open_call("silent"),
+                                              UtteranceInput("u0", "A"))
+    assert len(updates) == 1 and updates[0].label in recognizer.labels
+
+
+@pytest.mark.parametrize("features, message", [
+    ({"text": [0.0] * 10}, "expects (384,)"),
+    ({"smell": [0.0] * 384}, "no 'smell' modality"),
+    ({"text": [float("nan")] * 384}, "not finite"),
+])
+def test_bad_features_are_refused_with_a_clear_error(recognizer, features, message):
+    with pytest.raises(FeatureError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        recognizer.add_utterance(recognizer.open_call("bad"),
+                                 UtteranceInput("u0", "A", features=features))
