@@ -41,7 +41,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "cberl_model" / "recipes"
 CORPORA = {
     "meld": ("meld", "train_sent_emo.csv", "dev_sent_emo.csv", ("fear", "disgust")),
     "emorynlp": ("emorynlp", "emorynlp_train_final.csv", "emorynlp_dev_final.csv",
-                 ("scared", "powerful")),
+                 ("scared", "sad", "powerful")),
 }
 
 

@@ -215,7 +215,7 @@ def _tuple_fields(
         raise CorpusError(
             source, f"unrecognised MERC pickle layout (a sequence of {len(data)}); {_ACCEPTED}"
         )
-    fields = {name: value for name, value in zip(names, data) if name is not None}
+    fields = {name: value for name, value in zip(names, data, strict=True) if name is not None}
     _check_field_types(fields, source)
     return fields, scheme
 
