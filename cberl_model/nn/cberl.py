@@ -38,6 +38,7 @@ class CBERLConfig:
     ensemble_hidden: int = 128
     ensemble_subspace: float = 0.75
     mask_rate: float = 0.15
+    target_mask_rate: float = 0.0
     ensemble_seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -99,7 +100,8 @@ class CBERL(nn.Module):
         self.fusion = DJVAEFusion(config.input_dims, config.latent_dim, config.fusion_hidden,
                                   config.dropout)
         self.reconstruction = MaskedReconstruction(config.latent_dim, 2 * config.latent_dim,
-                                                   config.input_dims, config.mask_rate)
+                                                   config.input_dims, config.mask_rate,
+                                                   config.target_mask_rate)
         self.context = ContextLSTM(config.latent_dim, config.lstm_hidden, dropout=config.dropout)
         self.project = nn.Linear(config.latent_dim + 2 * config.lstm_hidden, 2 * config.latent_dim)
         self.graph = SpeakerGAT(2 * config.latent_dim, config.gat_heads, config.gat_layers,
@@ -125,7 +127,7 @@ class CBERL(nn.Module):
         # 1. Standardise and fuse whichever modalities each node has.
         inputs = {m: self.standardize[m](batch.features[m]) for m in self.modalities}
         fusion = self.fusion(inputs, batch.present)
-        # 2. Hide random context nodes (training only); targets stay visible.
+        # 2. Hide random nodes (training only); targets at their own, lower rate.
         z, mask = self.reconstruction.mask(fusion.z, batch.is_target)
         # 3. Sequential context within each window, then speaker-typed graph attention.
         sequence = self.context(z, batch.batch)

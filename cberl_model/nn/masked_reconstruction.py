@@ -17,26 +17,31 @@ class MaskedReconstruction(nn.Module):
 
     teaches the context layers what an utterance is likely to contain given its
     neighbours, which regularises the minority-class boundaries. Nodes whose emotion is
-    being predicted are never masked.
+    being predicted are masked at their own, usually lower, rate ``target_mask_rate``: the
+    classifier must then label them from context alone, which keeps the context layers
+    useful even when the node's own features are very predictive on the training split.
 
     Args:
         fused_dim: Size of the fused node vector that gets masked.
         context_dim: Size of the contextual node state the heads read.
         target_dims: Input feature dimension per modality to reconstruct.
         mask_rate: Probability that a non-target node is masked while training.
+        target_mask_rate: Probability that a target node is masked while training.
 
     Shapes:
-        - mask: ``fused`` ``(N, fused_dim)``, ``protected`` bool ``(N,)`` ->
+        - mask: ``fused`` ``(N, fused_dim)``, ``targets`` bool ``(N,)`` ->
           ``(masked fused (N, fused_dim), mask (N,) bool)``.
         - loss: ``context`` ``(N, context_dim)`` -> scalar.
     """
 
     def __init__(self, fused_dim: int, context_dim: int, target_dims: dict[str, int],
-                 mask_rate: float = 0.15) -> None:
+                 mask_rate: float = 0.15, target_mask_rate: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= mask_rate < 1.0:
-            raise ValueError(f"MaskedReconstruction mask_rate must be in [0, 1), got {mask_rate}.")
+        for name, rate in (("mask_rate", mask_rate), ("target_mask_rate", target_mask_rate)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"MaskedReconstruction {name} must be in [0, 1), got {rate}.")
         self.mask_rate = mask_rate
+        self.target_mask_rate = target_mask_rate
         self.mask_token = nn.Parameter(torch.zeros(fused_dim))
         self.heads = nn.ModuleDict({m: nn.Linear(context_dim, d) for m, d in target_dims.items()})
         self.reset_parameters()
@@ -47,13 +52,19 @@ class MaskedReconstruction(nn.Module):
             head.reset_parameters()
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(mask_rate={self.mask_rate}, heads={list(self.heads)})"
+        return (f"{self.__class__.__name__}(mask_rate={self.mask_rate}, "
+                f"target_mask_rate={self.target_mask_rate}, heads={list(self.heads)})")
 
-    def mask(self, fused: Tensor, protected: Tensor) -> tuple[Tensor, Tensor]:
-        """Replace a random ``mask_rate`` share of unprotected nodes (training only)."""
-        if not self.training or self.mask_rate == 0.0:
-            return fused, torch.zeros_like(protected)
-        mask = (torch.rand(fused.size(0), device=fused.device) < self.mask_rate) & ~protected
+    def mask(self, fused: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Replace random nodes by the mask vector (training only).
+
+        Context nodes are masked with probability ``mask_rate``, target nodes (``targets``
+        is a bool ``(N,)``) with probability ``target_mask_rate``.
+        """
+        if not self.training or (self.mask_rate == 0.0 and self.target_mask_rate == 0.0):
+            return fused, torch.zeros_like(targets)
+        rate = torch.where(targets, self.target_mask_rate, self.mask_rate)
+        mask = torch.rand(fused.size(0), device=fused.device) < rate
         return torch.where(mask.unsqueeze(-1), self.mask_token.expand_as(fused), fused), mask
 
     def loss(self, context: Tensor, mask: Tensor, features: dict[str, Tensor],

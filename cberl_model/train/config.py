@@ -48,6 +48,7 @@ class TrainConfig:
     dropout: float = 0.3
     ensemble_members: int = 5
     mask_rate: float = 0.15
+    target_mask_rate: float = 0.0
     focal_gamma: float = 2.0
     class_weight_power: float = 0.3
     reconstruction_weight: float = 0.3

@@ -135,7 +135,8 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
         past=config.past, future=config.future, latent_dim=config.latent_dim,
         lstm_hidden=config.lstm_hidden, gat_heads=config.gat_heads, gat_layers=config.gat_layers,
         dropout=config.dropout, ensemble_members=config.ensemble_members,
-        mask_rate=config.mask_rate, ensemble_seed=config.seed))
+        mask_rate=config.mask_rate, target_mask_rate=config.target_mask_rate,
+        ensemble_seed=config.seed))
     model.fit_standardization(*_stack(train_feats))
     counts = np.bincount(np.concatenate([c.labels[c.labels >= 0] for c in train_feats]),
                          minlength=len(train.labels))

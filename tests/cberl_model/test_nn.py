@@ -472,7 +472,7 @@ def test_ensemble_invalid_arguments(kwargs: dict[str, float], match: str) -> Non
 
 def test_masked_reconstruction_repr_and_shapes() -> None:
     rec = MaskedReconstruction(8, 12, {"text": 5, "audio": 3}, mask_rate=0.5)
-    assert repr(rec) == "MaskedReconstruction(mask_rate=0.5, heads=['text', 'audio'])"
+    assert repr(rec) == "MaskedReconstruction(mask_rate=0.5, target_mask_rate=0.0, heads=['text', 'audio'])"
     fused = torch.randn(20, 8)
     masked, mask = rec.train().mask(fused, torch.zeros(20, dtype=torch.bool))
     assert masked.shape == (20, 8) and mask.shape == (20,) and mask.dtype == torch.bool
@@ -799,3 +799,14 @@ def test_cberl_overfits_tiny_data() -> None:
     assert final["focal"] < 0.1 * initial["focal"], (initial, final)
     accuracy = (model.predict_proba(batch).argmax(1) == batch.labels).float().mean().item()
     assert accuracy == 1.0
+
+
+def test_masked_reconstruction_masks_targets_at_their_own_rate() -> None:
+    torch.manual_seed(0)
+    rec = MaskedReconstruction(4, 4, {"text": 3}, mask_rate=0.0, target_mask_rate=0.5).train()
+    targets = torch.arange(2000) % 2 == 0
+    _, mask = rec.mask(torch.randn(2000, 4), targets)
+    assert not mask[~targets].any()
+    assert 0.4 < mask[targets].float().mean().item() < 0.6
+    with pytest.raises(ValueError, match="target_mask_rate"):
+        MaskedReconstruction(4, 4, {"text": 3}, target_mask_rate=1.0)
