@@ -29,7 +29,7 @@ class TrainConfig:
     text_model: str = DEFAULT_TEXT_MODEL
     adapt_encoder: bool = True
     encoder_seed: int = 0
-    crossfit_folds: int = 3
+    crossfit_folds: int = 0
     encoder_epochs: int = 3
     encoder_lr: float = 5e-4
     encoder_batch_size: int = 32
@@ -45,19 +45,19 @@ class TrainConfig:
     lstm_hidden: int = 128
     gat_heads: int = 4
     gat_layers: int = 2
-    dropout: float = 0.3
+    dropout: float = 0.5
     ensemble_members: int = 5
     mask_rate: float = 0.15
     target_mask_rate: float = 0.0
-    focal_gamma: float = 2.0
+    focal_gamma: float = 0.0
     class_weight_power: float = 0.3
     reconstruction_weight: float = 0.3
     vae_weight: float = 0.1
     kl_weight: float = 0.01
-    epochs: int = 40
-    patience: int = 8
+    epochs: int = 20
+    patience: int = 5
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-4
     weight_decay: float = 1e-4
     progress: bool = True
 
