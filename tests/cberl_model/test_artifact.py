@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +34,7 @@ LABELS = ("neutral", "joy", "anger")
 DIMS = {"text": 10, "audio": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Run on one intra-op thread (restored afterwards).
-
-    The models are tiny, so threads only add overhead; with two cores shared with another
-    job, OpenMP spin-waiting made a 1 s test take minutes.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def small_model(dims: dict[str, int], num_classes: int = len(LABELS),

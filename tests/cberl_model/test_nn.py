@@ -9,7 +9,6 @@ still moves the fused latent, or a focal loss that is no longer cross-entropy at
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -49,17 +48,7 @@ ALL_DIMS = {"text": 12, "audio": 6, "visual": 5}
 MODALITY_SETS = [("text",), ("text", "audio"), ("text", "audio", "visual")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Run on one intra-op thread (restored afterwards).
-
-    The models are tiny, so threads only add overhead; with two cores shared with another
-    job, OpenMP spin-waiting made a 1 s test take minutes.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # --------------------------------------------------------------------------- helpers
