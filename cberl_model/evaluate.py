@@ -32,6 +32,9 @@ def evaluate_artifact(artifact: ModelArtifact, corpus_spec: str, future: int | N
                                      labels=artifact.labels)
     device = next(artifact.model.parameters()).device
     look_ahead = artifact.model.config.future if future is None else future
+    if not 0 <= look_ahead <= artifact.model.config.future:
+        raise ValueError(f"--future must be between 0 and the model's future window "
+                         f"({artifact.model.config.future}), got {look_ahead}")
     report, _, _ = evaluate_conversations(artifact.model, conversations, artifact.labels,
                                           look_ahead, device)
     return report

@@ -15,6 +15,7 @@ predict_conversation`, which runs the same windows in one batch.
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -76,7 +77,18 @@ class CallState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallState:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: If ``data`` is not a state this code wrote (corrupt or foreign).
+        """
+        try:
+            return cls._from_dict(data)
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise ValueError(f"invalid call state: {type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> CallState:
         nodes = [NodeState(
             utterance_id=n["utterance_id"], index=n["index"], speaker=n["speaker"],
             revision=n["revision"], final=n["final"],

@@ -159,3 +159,14 @@ def test_bad_features_are_refused_with_a_clear_error(recognizer, features, messa
     with pytest.raises(FeatureError, match=message.replace("(", r"\(").replace(")", r"\)")):
         recognizer.add_utterance(recognizer.open_call("bad"),
                                  UtteranceInput("u0", "A", features=features))
+
+
+@pytest.mark.parametrize("data", [{}, {"call_id": "c", "count": 1, "ended": False,
+                                       "nodes": [{"utterance_id": "u"}]},
+                                  {"call_id": "c", "count": 1, "ended": False, "nodes": [
+                                      {"utterance_id": "u", "index": 0, "speaker": "A",
+                                       "revision": 0, "final": False,
+                                       "features": {"text": "not base64!"}}]}])
+def test_corrupt_call_state_is_a_clear_error(data):
+    with pytest.raises(ValueError, match="invalid call state"):
+        CallState.from_dict(data)
