@@ -272,12 +272,16 @@ class EmotionRecognizer:
             state = requests[r][0]
             node.revision += 1
             node.final = closing or state.count - 1 - node.index >= self.future
-            out[r].append(LabelUpdate(
-                utterance_id=node.utterance_id, index=node.index, speaker=node.speaker,
-                label=self.labels[int(np.argmax(p))],
-                scores={label: float(v) for label, v in zip(self.labels, p, strict=True)},
-                revision=node.revision, final=node.final))
+            out[r].append(self._update(node, p, node.revision, node.final))
         return out
+
+    def _update(self, node: NodeState, probs: np.ndarray, revision: int,
+                final: bool) -> LabelUpdate:
+        return LabelUpdate(
+            utterance_id=node.utterance_id, index=node.index, speaker=node.speaker,
+            label=self.labels[int(np.argmax(probs))],
+            scores={label: float(v) for label, v in zip(self.labels, probs, strict=True)},
+            revision=revision, final=final)
 
     # -- batch ------------------------------------------------------------------------
     def predict_conversation(self, utterances: Sequence[UtteranceInput]) -> list[LabelUpdate]:
@@ -290,11 +294,8 @@ class EmotionRecognizer:
         windows = [Window(conv, *window_bounds(i, state.count, self.past, self.future), i)
                    for i in range(state.count)]
         probs = predict_windows(self.model, windows, self.device)
-        return [LabelUpdate(
-            utterance_id=node.utterance_id, index=node.index, speaker=node.speaker,
-            label=self.labels[int(np.argmax(p))],
-            scores={label: float(v) for label, v in zip(self.labels, p, strict=True)},
-            revision=0, final=True) for node, p in zip(state.nodes, probs, strict=True)]
+        return [self._update(node, p, revision=0, final=True)
+                for node, p in zip(state.nodes, probs, strict=True)]
 
 
 def _appended(state: CallState, utterance: UtteranceInput,
