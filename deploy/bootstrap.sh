@@ -10,7 +10,8 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "error: Python 3.11 or newer is required ($python is $("$python" --version 2>&1))" >&2
     exit 2
 fi
-stamp="$(cat "$root/pyproject.toml" "$root/deploy/bootstrap.sh" | sha256sum | cut -d' ' -f1)"
+"$root/deploy/system-packages.sh"
+stamp="$(cat "$root/pyproject.toml" "$root/deploy/bootstrap.sh" "$root/deploy/system-packages.sh" | sha256sum | cut -d' ' -f1)"
 if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.cberl-stamp" 2>/dev/null)" = "$stamp" ]; then
     exit 0
 fi

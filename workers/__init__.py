@@ -1,0 +1,1 @@
+"""The recognizer workers: a faust app that grows each call's speaker graph and emits labels."""
