@@ -21,6 +21,11 @@ EMOTIONS_TOPIC = "emotions"
 DEAD_LETTER_TOPIC = "cberl-dead-letter"
 
 
+def emotion_stream_key(call_id: str) -> str:
+    """The capped Redis stream that holds every Emotion event of a call, for replay."""
+    return f"cberl:emotions:{call_id}"
+
+
 def now_ms() -> int:
     """Wall-clock milliseconds since the epoch (event timestamps)."""
     return int(time.time() * 1000)
