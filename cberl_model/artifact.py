@@ -25,11 +25,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cberl_model.features.corpus_features import (
+    PRECOMPUTED,
     TEXT_ENCODER,
     FeatureSpec,
     spec_from_json,
     spec_to_json,
 )
+from cberl_model.features.media import FeaturizerError
+from cberl_model.features.registry import registration
 from cberl_model.features.text_encoder import EncoderError, LoraSpec, TextEncoder
 from cberl_model.nn import CBERL, CBERLConfig
 
@@ -178,7 +181,9 @@ def load_artifact(path: str | Path | None = None,
 
     Raises:
         ModelError: With a message saying what is wrong: missing or corrupt files, weights
-            that do not match the config, or an encoder that differs from training.
+            that do not match the config, an encoder that differs from training, or a
+            featurizer name this install does not know. (Featurizer versions and sizes are
+            checked when :class:`~cberl_model.features.featurizers.FeaturizerSet` builds them.)
     """
     path = Path(path) if path is not None else DEFAULT_MODEL_DIR
     card = _read_card(path)
@@ -186,6 +191,12 @@ def load_artifact(path: str | Path | None = None,
         feature_spec = spec_from_json(card["feature_spec"])
     except TypeError as exc:
         raise ModelError(f"{path / 'config.json'}: malformed feature_spec: {exc}") from exc
+    for modality, spec in feature_spec.items():
+        if spec.extractor != PRECOMPUTED:
+            try:
+                registration(spec.extractor, modality)
+            except FeaturizerError as exc:
+                raise ModelError(f"model at {path} needs a featurizer this install lacks: {exc}") from exc
     model = _build_model(card, path)
     spec_dims = {m: s.dim for m, s in feature_spec.items()}
     if spec_dims != model.config.input_dims:

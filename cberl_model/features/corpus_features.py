@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +30,39 @@ PRECOMPUTED = "precomputed"
 
 @dataclass(frozen=True)
 class ModalitySpec:
-    """Which extractor produced a modality's vectors, in which version, of which size."""
+    """Which extractor produced a modality's vectors, in which version, of which size.
+
+    Attributes:
+        extractor: The featurizer's registered name (see :mod:`cberl_model.features.registry`),
+            or ``precomputed`` for vectors that came with the corpus.
+        feature_id: The featurizer's version; serving refuses a featurizer whose version differs.
+        dim: Vector size.
+        options: What the featurizer was built with (e.g. which Whisper model), so serving
+            builds the same one. Empty for most featurizers and then left out of the JSON.
+    """
 
     extractor: str
     feature_id: str
     dim: int
+    options: dict[str, str] = field(default_factory=dict)
 
 
 FeatureSpec = dict[str, ModalitySpec]
 
 
 def spec_to_json(spec: FeatureSpec) -> dict[str, Any]:
-    return {m: asdict(s) for m, s in spec.items()}
+    """The spec as stored in a model's ``config.json`` (``options`` only when set)."""
+    out: dict[str, Any] = {}
+    for m, s in spec.items():
+        entry: dict[str, Any] = {"extractor": s.extractor, "feature_id": s.feature_id, "dim": s.dim}
+        if s.options:
+            entry["options"] = dict(s.options)
+        out[m] = entry
+    return out
 
 
 def spec_from_json(data: dict[str, Any]) -> FeatureSpec:
+    """Inverse of :func:`spec_to_json`; reads format-1 specs, which have no ``options``."""
     return {m: ModalitySpec(**s) for m, s in data.items()}
 
 

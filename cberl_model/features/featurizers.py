@@ -8,37 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from cberl_model.artifact import ModelArtifact
-from cberl_model.features.corpus_features import TEXT_ENCODER, spec_to_json
+from cberl_model.features.corpus_features import PRECOMPUTED, spec_to_json
 from cberl_model.features.media import Featurizer, UtteranceMedia
-from cberl_model.features.text_encoder import TextEncoder
+from cberl_model.features.registry import build_featurizer, check_featurizer, registration
+from cberl_model.features.text_featurizer import TextFeaturizer
 
+__all__ = ["FeaturizerSet", "TextFeaturizer", "feature_spec_id"]
 
-class TextFeaturizer:
-    """Sentence embeddings of the transcript (the model's, possibly adapted, text encoder)."""
-
-    modality = "text"
-
-    def __init__(self, encoder: TextEncoder) -> None:
-        self.encoder = encoder
-        self.name = TEXT_ENCODER
-        self.version = encoder.feature_id()
-        self.dim = encoder.dim
-
-    def featurize(self, batch: Sequence[UtteranceMedia]) -> list[np.ndarray | None]:
-        texts = [(i, m.text.strip()) for i, m in enumerate(batch) if m.text and m.text.strip()]
-        out: list[np.ndarray | None] = [None] * len(batch)
-        if texts:
-            with torch.inference_mode():
-                vectors = self.encoder.encode([t for _, t in texts])
-            for (i, _), vec in zip(texts, vectors, strict=True):
-                out[i] = vec
-        return out
+log = logging.getLogger(__name__)
 
 
 class FeaturizerSet:
@@ -48,16 +31,41 @@ class FeaturizerSet:
         self.featurizers = {f.modality: f for f in featurizers}
         self.feature_spec_id = spec_id
 
+    def __repr__(self) -> str:
+        names = ", ".join(f"{m}={f.name}" for m, f in self.featurizers.items())
+        return f"{self.__class__.__name__}({names}; {self.feature_spec_id})"
+
     @classmethod
-    def from_artifact(cls, artifact: ModelArtifact) -> FeaturizerSet:
-        """The featurizers that reproduce ``artifact``'s training features."""
+    def from_artifact(cls, artifact: ModelArtifact, device: str = "auto",
+                      compute_type: str = "default") -> FeaturizerSet:
+        """The featurizers that reproduce ``artifact``'s training features.
+
+        ``device`` / ``compute_type`` go to the shared Whisper model; pass what the ASR
+        uses so one model serves both. A ``precomputed`` modality (vectors that came with
+        the training corpus) has no featurizer: it stays absent, and a warning says so.
+
+        Raises:
+            FeaturizerError: If a named featurizer is not installed, or the installed one
+                has another version or dimension than the model's spec (the message says
+                which modality and what differs).
+        """
         featurizers: list[Featurizer] = []
-        if "text" in artifact.feature_spec and artifact.encoder is not None:
-            featurizers.append(TextFeaturizer(artifact.encoder))
+        for modality, spec in artifact.feature_spec.items():
+            if spec.extractor == PRECOMPUTED:
+                log.warning("model %s: %s features were pre-computed for training; no featurizer "
+                            "can produce them, so that modality stays absent", artifact.model_id,
+                            modality)
+                continue
+            registration(spec.extractor, modality)
+            featurizer, _ = build_featurizer(spec.extractor, spec.options, artifact.encoder,
+                                             device, compute_type)
+            check_featurizer(modality, spec, featurizer)
+            featurizers.append(featurizer)
         return cls(featurizers, feature_spec_id(artifact))
 
     @property
     def modalities(self) -> tuple[str, ...]:
+        """The modalities this set produces, in spec order."""
         return tuple(self.featurizers)
 
     def featurize(self, batch: Sequence[UtteranceMedia]) -> list[dict[str, np.ndarray | None]]:

@@ -16,6 +16,17 @@ import numpy as np
 SAMPLE_RATE = 16_000
 """Audio handed to featurizers is mono float32 in [-1, 1] at this rate."""
 
+FRAME_RATE = 5.0
+"""Video frames per second that the corpus builder samples, and that callers should sample.
+
+Face featurizers pool over frames (mean / std), so another rate changes the vectors only
+through sampling noise, but the same rate in training and serving keeps them identical.
+"""
+
+
+class FeaturizerError(ValueError):
+    """A featurizer cannot be built, or differs from the one a model was trained with."""
+
 
 @dataclass(frozen=True)
 class UtteranceMedia:
@@ -35,6 +46,7 @@ class UtteranceMedia:
 
     @property
     def duration_s(self) -> float:
+        """Length of the audio in seconds (0 without audio)."""
         return 0.0 if self.audio is None else len(self.audio) / SAMPLE_RATE
 
 

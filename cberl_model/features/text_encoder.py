@@ -95,8 +95,8 @@ def _pooling_mode(model_dir: Path) -> str:
     return "mean"
 
 
-def _weights_fingerprint(model_dir: Path) -> str:
-    """Cheap identity of the pretrained weights: names, sizes and config, not content."""
+def weights_fingerprint(model_dir: Path) -> str:
+    """Cheap identity of a model directory's weights: names, sizes and config, not content."""
     digest = hashlib.sha256()
     for file in sorted(model_dir.iterdir()):
         if file.is_file():
@@ -131,7 +131,7 @@ class TextEncoder(nn.Module):
             raise EncoderError(f"cannot load text encoder from {self.model_dir}: {exc}") from exc
         self.pooling = _pooling_mode(self.model_dir)
         self.dim = int(self.backbone.config.hidden_size)
-        self.fingerprint = _weights_fingerprint(self.model_dir)
+        self.fingerprint = weights_fingerprint(self.model_dir)
         if lora is not None:
             from peft import LoraConfig, get_peft_model
 
