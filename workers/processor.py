@@ -1,0 +1,243 @@
+"""One micro-batch of the utterances topic: parse, order, infer, publish, save.
+
+The order of side effects is what makes delivery at-least-once without transactions
+(tansu has none):
+
+1. compute every update of the batch (one batched forward pass through the recognizer);
+2. publish the Emotion events: the ``emotions`` topic (awaited until acknowledged) and
+   each call's capped Redis stream;
+3. save every call's state to Redis;
+4. only then does faust ack the records, and commit their offsets later.
+
+A crash before 3 redelivers the batch and recomputes the same events (same state, same
+model): subscribers keep the highest revision, so the repeats are harmless. A crash after
+3 redelivers records whose seqs the saved state already holds: they are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from cberl_model.inference import EmotionRecognizer, FeatureError, LabelUpdate, UtteranceInput
+from workers.dead_letter import DeadLetter, Incoming
+from workers.events import CallEnded, EmotionEvent, UtteranceEvent, now_ms, parse_utterances_message
+from workers.metrics import WorkerMetrics
+from workers.sequencing import admit
+from workers.settings import WorkerSettings
+from workers.state import CallRecord, CallStore
+
+log = logging.getLogger(__name__)
+
+
+class EmotionSink(Protocol):
+    """Where Emotion events and dead letters go (the faust topics, in the worker)."""
+
+    async def publish(self, events: Sequence[EmotionEvent]) -> None:
+        """Send the events and return once the broker has acknowledged them."""
+
+    async def dead_letter(self, letters: Sequence[tuple[Incoming, DeadLetter]]) -> None:
+        """Send the dead letters and return once acknowledged."""
+
+
+@dataclass
+class _Trigger:
+    """What caused an update: its reference time for ``latency_ms``."""
+
+    since_ms: int
+
+
+@dataclass
+class _CallWork:
+    record: CallRecord
+    ready: list[UtteranceEvent]
+    finalize: bool
+    closing_trigger: _Trigger | None = None
+
+
+class BatchProcessor:
+    """Turns micro-batches of raw ``utterances`` records into Emotion events.
+
+    Args:
+        recognizer: The loaded model (inference runs in a thread, off the event loop).
+        store: Per-call state and emotion streams in Redis.
+        sink: Where events and dead letters are published.
+        settings: Gap and batching settings.
+        metrics: The worker's metrics.
+    """
+
+    def __init__(self, recognizer: EmotionRecognizer, store: CallStore, sink: EmotionSink,
+                 settings: WorkerSettings, metrics: WorkerMetrics) -> None:
+        self.recognizer = recognizer
+        self.store = store
+        self.sink = sink
+        self.settings = settings
+        self.metrics = metrics
+        self._active: dict[str, float] = {}  # call_id -> monotonic time last seen, for the gauge
+
+    async def process(self, batch: Sequence[Incoming]) -> None:
+        """Process one micro-batch to the end (publish and save); never raises on bad input."""
+        letters: list[tuple[Incoming, DeadLetter]] = []
+        by_call: dict[str, list[tuple[Incoming, UtteranceEvent | CallEnded]]] = defaultdict(list)
+        for record in batch:
+            try:
+                message = parse_utterances_message(record.value)
+            except (ValidationError, ValueError) as exc:
+                letters.append((record, DeadLetter.of(record, "invalid", _one_line(exc))))
+                continue
+            self.metrics.events.labels(kind=message.type).inc()
+            by_call[message.call_id].append((record, message))
+
+        stored = await self.store.load(list(by_call))
+        now = now_ms()
+        work: dict[str, _CallWork] = {}
+        for call_id, items in by_call.items():
+            record = stored[call_id] or self._new_record(call_id, [m for _, m in items])
+            admission = admit(record, [m for _, m in items], now, self.settings.gap_timeout_s,
+                              self.settings.max_pending)
+            self.metrics.gaps_skipped.inc(len(admission.skipped))
+            origin = {id(m): r for r, m in items}
+            letters.extend((origin[id(m)], DeadLetter.of(origin[id(m)], reason, why))
+                           for m, reason, why in admission.late)
+            ended = next((m for _, m in items if isinstance(m, CallEnded)), None)
+            work[call_id] = _CallWork(record, admission.ready, admission.finalize,
+                                      _Trigger(ended.produced_at) if ended else _Trigger(now))
+
+        inputs, rejected = await asyncio.to_thread(self._featurize, work)
+        for event, error in rejected:
+            record = work[event.call_id].record
+            record.skipped = [*record.skipped, event.seq]
+            letters.append((_origin_of(event, by_call), DeadLetter.of(
+                _origin_of(event, by_call), "feature_error", error)))
+        updates = await asyncio.to_thread(self._infer, work, inputs)
+
+        emitted_at = now_ms()
+        events = self._events(work, updates, emitted_at)
+        if letters:
+            for _, letter in letters:
+                self.metrics.dead_lettered.labels(reason=letter.reason).inc()
+                log.warning("dead-lettered %s[%d]@%d: %s: %s", letter.topic, letter.partition,
+                            letter.offset, letter.reason, letter.error)
+            await self.sink.dead_letter(letters)
+        await self.sink.publish(events)
+        await self.store.append_emotions(events)
+        await self.store.save((c, w.record) for c, w in work.items())
+        self.metrics.emitted.inc(len(events))
+        self._track_active(work)
+
+    # -- steps ------------------------------------------------------------------------
+    def _new_record(self, call_id: str, messages: list[UtteranceEvent | CallEnded]) -> CallRecord:
+        """A record for a call the store does not know: new, or its state was lost."""
+        record = CallRecord(state=self.recognizer.open_call(call_id))
+        seqs = [m.seq for m in messages if isinstance(m, UtteranceEvent)]
+        first = min(seqs) if seqs else None
+        ends = [m.last_seq for m in messages if isinstance(m, CallEnded)]
+        if first is not None and first > 0 or first is None and ends and ends[0] >= 0:
+            start = first if first is not None else ends[0] + 1
+            self.metrics.state_lost.inc()
+            log.error("call %s: no stored state but the call is under way (first seq here: %s); "
+                      "state expired or Redis lost it: continuing with a fresh graph from seq %d, "
+                      "earlier context is gone", call_id, first, start)
+            record.next_seq = start
+        return record
+
+    def _featurize(self, work: dict[str, _CallWork]
+                   ) -> tuple[dict[str, list[UtteranceInput]], list[tuple[UtteranceEvent, str]]]:
+        """Vectors for every ready utterance; the ones that do not fit the model are rejected."""
+        events = [e for w in work.values() for e in w.ready]
+        raw = [UtteranceInput(e.utterance_id, e.speaker_id, text=e.text, features=e.features.as_dict())
+               for e in events]
+        try:
+            vectors: list[dict | None] = list(self.recognizer.featurize(raw))
+            errors: dict[int, str] = {}
+        except FeatureError:  # find the culprits one by one (rare)
+            vectors, errors = [], {}
+            for i, item in enumerate(raw):
+                try:
+                    vectors.append(self.recognizer.featurize([item])[0])
+                except FeatureError as exc:
+                    vectors.append(None)
+                    errors[i] = str(exc)
+        inputs: dict[str, list[UtteranceInput]] = defaultdict(list)
+        rejected: list[tuple[UtteranceEvent, str]] = []
+        for i, (event, vec) in enumerate(zip(events, vectors, strict=True)):
+            if vec is None:
+                rejected.append((event, errors[i]))
+            else:
+                inputs[event.call_id].append(UtteranceInput(event.utterance_id, event.speaker_id,
+                                                            features=dict(vec)))
+        for event, _ in rejected:
+            work[event.call_id].ready.remove(event)
+        return inputs, rejected
+
+    def _infer(self, work: dict[str, _CallWork], inputs: dict[str, list[UtteranceInput]]
+               ) -> dict[str, list[tuple[LabelUpdate, _Trigger]]]:
+        """One batched forward pass over every call's new utterances, then the call ends."""
+        items = [(work[c].record.state, u) for c, us in inputs.items() for u in us]
+        if items:
+            self.metrics.batch_size.observe(len(items))
+        results = self.recognizer.add_utterances(items)
+        out: dict[str, list[tuple[LabelUpdate, _Trigger]]] = defaultdict(list)
+        per_call = defaultdict(list)
+        for state, updates in results:
+            per_call[state.call_id].append((state, updates))
+        for call_id, w in work.items():
+            for (state, updates), event in zip(per_call[call_id], w.ready, strict=True):
+                w.record.state = state
+                w.record.seqs[event.utterance_id] = event.seq
+                since = event.end_of_speech_at if event.end_of_speech_at is not None else event.produced_at
+                out[call_id].extend((u, _Trigger(since)) for u in updates)
+            if w.finalize:
+                w.record.state, final_updates = self.recognizer.end_call(w.record.state)
+                assert w.closing_trigger is not None
+                out[call_id].extend((u, w.closing_trigger) for u in final_updates)
+            kept = {n.utterance_id for n in w.record.state.nodes}
+            w.record.seqs = {u: s for u, s in w.record.seqs.items() if u in kept}
+        return out
+
+    def _events(self, work: dict[str, _CallWork], updates: dict[str, list[tuple[LabelUpdate, _Trigger]]],
+                emitted_at: int) -> list[EmotionEvent]:
+        events = []
+        for call_id, pairs in updates.items():
+            seqs = work[call_id].record.seqs
+            for u, trigger in pairs:
+                latency_ms = float(emitted_at - trigger.since_ms)
+                self.metrics.latency.observe(max(latency_ms, 0.0) / 1000)
+                events.append(EmotionEvent(
+                    call_id=call_id, utterance_id=u.utterance_id, seq=seqs[u.utterance_id],
+                    speaker_id=u.speaker, label=u.label, scores=u.scores, revision=u.revision,
+                    final=u.final, model_id=self.recognizer.model_id, latency_ms=latency_ms,
+                    emitted_at=emitted_at))
+        return events
+
+    def _track_active(self, work: dict[str, _CallWork]) -> None:
+        now = time.monotonic()
+        for call_id, w in work.items():
+            if w.record.state.ended:
+                self._active.pop(call_id, None)
+            else:
+                self._active[call_id] = now
+        horizon = now - self.settings.call_ttl_s
+        self._active = {c: t for c, t in self._active.items() if t >= horizon}
+        self.metrics.active_calls.set(len(self._active))
+
+
+def _origin_of(event: UtteranceEvent,
+               by_call: dict[str, list[tuple[Incoming, UtteranceEvent | CallEnded]]]) -> Incoming:
+    """The record an utterance came from (this batch, or a held one: no offset then)."""
+    for record, message in by_call[event.call_id]:
+        if isinstance(message, UtteranceEvent) and message.utterance_id == event.utterance_id:
+            return record
+    return Incoming(value=event.model_dump_json().encode(), key=event.call_id.encode(),
+                    topic="(held early utterance)", partition=-1, offset=-1)
+
+
+def _one_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: " + " | ".join(str(exc).splitlines())
