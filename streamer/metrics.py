@@ -1,0 +1,40 @@
+"""Prometheus metrics of one gateway process (its own registry, served at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_S = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+_RTF_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0)
+
+
+class StreamerMetrics:
+    """The gateway's counters, gauges and histograms; one instance per app (tests make many)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.active_calls = Gauge("streamer_active_calls", "Calls not yet ended", registry=r)
+        self.active_participants = Gauge("streamer_active_participants",
+                                         "Participants with a live connection", registry=r)
+        self.utterance_latency = Histogram(
+            "streamer_utterance_latency_seconds",
+            "End of speech (wall clock of the last speech sample) to the broker's ack",
+            buckets=_LATENCY_BUCKETS_S, registry=r)
+        self.asr_rtf = Histogram("streamer_asr_real_time_factor",
+                                 "ASR compute time / audio duration per utterance",
+                                 buckets=_RTF_BUCKETS, registry=r)
+        self.dropped_audio_frames = Counter(
+            "streamer_dropped_audio_frames_total",
+            "20 ms audio frames that never arrived (filled with silence)", registry=r)
+        self.dropped_video_frames = Counter(
+            "streamer_dropped_video_frames_total",
+            "Sampled video frames discarded because the utterance already held its maximum",
+            registry=r)
+        self.utterances = Counter("streamer_utterances_total", "Utterances by outcome",
+                                  ["outcome"], registry=r)
+        self.publish_backlog = Gauge("streamer_publish_backlog",
+                                     "Events waiting for the broker", registry=r)
+        self.publish_dropped = Counter("streamer_publish_dropped_total",
+                                       "Events dropped because the publish backlog was full",
+                                       registry=r)

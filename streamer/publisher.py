@@ -1,0 +1,139 @@
+"""Publish stage: events onto the ``utterances`` topic (key ``call_id``), in order, acked.
+
+One task drains a bounded in-memory backlog and sends one record at a time with
+``acks=all``, waiting for each ack before the next: per-call order is preserved, every
+batch holds exactly one record (tansu 0.6 reports wrong offsets for multi-record batches,
+DESIGN.md), and a failed send is retried -- the same record, with capped back-off --
+until the broker takes it.
+
+When the broker is down: ``/readyz`` turns 503 with the reason, events queue in the
+backlog (``publish_backlog`` events, default 10,000: hours of speech for a few calls), and
+are sent in order once the broker is back. If the backlog fills, new events are refused
+with an ERROR log line and ``streamer_publish_dropped_total`` counts them; nothing is lost
+without a trace. The backlog is memory only: it does not survive a crash of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from streamer.metrics import StreamerMetrics
+from streamer.settings import StreamerSettings
+from workers.events import UTTERANCES_TOPIC, CallEnded, UtteranceEvent, now_ms
+from workers.services import ensure_topics
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class UtterancePublisher:
+    """The gateway's one Kafka producer and its backlog."""
+
+    def __init__(self, settings: StreamerSettings, metrics: StreamerMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._queue: asyncio.Queue[UtteranceEvent | CallEnded] = asyncio.Queue(settings.publish_backlog)
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.error: str | None = "not connected yet"
+        self.published = 0
+
+    @property
+    def ready(self) -> bool:
+        """Connected and the last send (if any) succeeded."""
+        return self.error is None
+
+    def start(self) -> None:
+        """Start the sender task (it connects, and reconnects, by itself)."""
+        self._task = asyncio.create_task(self._run(), name="utterance-publisher")
+
+    def publish(self, event: UtteranceEvent | CallEnded) -> bool:
+        """Queue ``event`` for the broker; ``False`` (and an ERROR log) if the backlog is full."""
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._metrics.publish_dropped.inc()
+            log.error("publish backlog full (%d events, broker: %s): dropped %s of call %s",
+                      self._queue.maxsize, self.error, event.type, event.call_id)
+            return False
+        self._metrics.publish_backlog.set(self._queue.qsize())
+        return True
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until the backlog is sent; ``False`` if it is not within ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout_s)
+            return True
+        return False
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued (bounded by ``timeout_s``), then stop."""
+        if not await self.flush(timeout_s):
+            log.error("closing with %d unsent events (broker: %s)", self._queue.qsize(), self.error)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._producer is not None:
+            await self._producer.stop()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        extra = {"linger_ms": 0} if self._settings.broker_profile == "tansu" else {}
+        return AIOKafkaProducer(bootstrap_servers=self._settings.broker_bootstrap_servers, acks="all",
+                                enable_idempotence=False, request_timeout_ms=10_000, **extra)
+
+    async def _connect(self) -> None:
+        """Create the topic if needed and start the producer, retrying with back-off."""
+        attempt = 0
+        while True:
+            producer = self._new_producer()
+            try:
+                await ensure_topics(self._settings.broker_bootstrap_servers,
+                                    {UTTERANCES_TOPIC: self._settings.utterances_topic_partitions},
+                                    timeout_s=10.0)
+                await producer.start()
+            except (KafkaError, OSError, RuntimeError) as exc:
+                await producer.stop()
+                self.error = f"broker {self._settings.broker_bootstrap_servers} unreachable: {exc!r}"
+                log.warning("%s (retrying)", self.error)
+                await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+                attempt += 1
+                continue
+            self._producer = producer
+            self.error = None
+            log.info("publishing to %s on %s", UTTERANCES_TOPIC, self._settings.broker_bootstrap_servers)
+            return
+
+    async def _run(self) -> None:
+        await self._connect()
+        assert self._producer is not None
+        while True:
+            event = await self._queue.get()
+            await self._send(self._producer, event)
+            self._queue.task_done()
+            self._metrics.publish_backlog.set(self._queue.qsize())
+
+    async def _send(self, producer: AIOKafkaProducer, event: UtteranceEvent | CallEnded) -> None:
+        """Send one record until it is acked (same record, capped back-off)."""
+        value = event.model_dump_json().encode()
+        attempt = 0
+        while True:
+            try:
+                await producer.send_and_wait(UTTERANCES_TOPIC, value=value, key=event.call_id.encode())
+            except KafkaError as exc:
+                self.error = f"send to {self._settings.broker_bootstrap_servers} failed: {exc!r}"
+                log.warning("%s (retrying)", self.error)
+                await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+                attempt += 1
+                continue
+            self.error = None
+            self.published += 1
+            if isinstance(event, UtteranceEvent) and event.end_of_speech_at is not None:
+                self._metrics.utterance_latency.observe((now_ms() - event.end_of_speech_at) / 1000)
+            return

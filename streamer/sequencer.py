@@ -1,0 +1,61 @@
+"""Per-call ordering: utterances get a gapless ``seq`` in end-of-speech order.
+
+Segments are recognised concurrently (two speakers, one ASR pool), so they may finish out
+of order. Each endpointed segment reserves a slot at endpointing time; slots are released
+strictly in reservation order, and ``seq`` is assigned only when a slot with an utterance
+is released, so discarded segments (no speech) leave no hole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from workers.events import CallEnded, UtteranceEvent
+
+log = logging.getLogger(__name__)
+
+EventFactory = Callable[[int], UtteranceEvent]
+"""Builds the utterance event once its seq is known."""
+
+
+class CallSequencer:
+    """Slots in endpointing order; publishes each released utterance through ``publish``."""
+
+    def __init__(self, call_id: str, publish: Callable[[UtteranceEvent | CallEnded], bool]) -> None:
+        self.call_id = call_id
+        self._publish = publish
+        self._slots: deque[asyncio.Future[EventFactory | None]] = deque()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.next_seq = 0
+
+    def reserve(self) -> asyncio.Future[EventFactory | None]:
+        """A slot for a segment just endpointed; resolve it with a factory, or ``None`` to skip."""
+        slot: asyncio.Future[EventFactory | None] = asyncio.get_running_loop().create_future()
+        slot.add_done_callback(lambda _: self._release())
+        self._slots.append(slot)
+        self._idle.clear()
+        return slot
+
+    def _release(self) -> None:
+        while self._slots and self._slots[0].done():
+            slot = self._slots.popleft()
+            factory = None if slot.cancelled() or slot.exception() else slot.result()
+            if factory is not None:
+                self._publish(factory(self.next_seq))
+                self.next_seq += 1
+        if not self._slots:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until every reserved slot is released."""
+        await self._idle.wait()
+
+    def end(self) -> CallEnded:
+        """Publish the call's end (after :meth:`drain`): ``last_seq`` is the last seq given out."""
+        event = CallEnded(call_id=self.call_id, last_seq=self.next_seq - 1)
+        self._publish(event)
+        return event

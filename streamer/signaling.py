@@ -1,0 +1,54 @@
+"""Offer validation: what a join request must carry before a peer connection is made.
+
+Checks are done on aiortc's own SDP parser so that what passes here is what the peer
+connection will accept; every failure is a :class:`OfferError` with a message for a 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiortc import RTCSessionDescription
+from aiortc.sdp import SessionDescription
+
+SUPPORTED_CODECS: dict[str, tuple[str, ...]] = {
+    "audio": ("opus", "G722", "PCMU", "PCMA"),
+    "video": ("VP8", "H264"),
+}
+"""Media codecs aiortc decodes here (Opus is what browsers send)."""
+
+
+class OfferError(ValueError):
+    """The join request's offer cannot be used (malformed, no audio, unsupported codec)."""
+
+
+def parse_offer(body: dict[str, Any]) -> RTCSessionDescription:
+    """The offer of a join request, checked.
+
+    Raises:
+        OfferError: ``type`` is not ``offer``, the SDP does not parse, it has no audio
+            m-line, or an audio/video m-line offers none of :data:`SUPPORTED_CODECS`.
+    """
+    sdp, kind = body.get("sdp"), body.get("type")
+    if kind != "offer":
+        raise OfferError(f"'type' must be 'offer', not {kind!r}")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise OfferError("'sdp' must be a non-empty SDP string")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises assorted errors on garbage input
+        raise OfferError(f"malformed SDP: {type(exc).__name__}: {exc}") from exc
+    kinds = [m.kind for m in parsed.media]
+    if "audio" not in kinds:
+        raise OfferError(f"the offer has no audio m-line (m-lines: {', '.join(kinds) or 'none'})")
+    for media in parsed.media:
+        if media.kind not in SUPPORTED_CODECS:
+            continue
+        offered = [c.name for c in media.rtp.codecs]
+        supported = SUPPORTED_CODECS[media.kind]
+        if not any(name.lower() == s.lower() for name in offered for s in supported):
+            raise OfferError(f"unsupported {media.kind} codec: offered {', '.join(offered) or 'none'}; "
+                             f"supported: {', '.join(supported)}")
+        if not media.ice.usernameFragment or not media.dtls or not media.dtls.fingerprints:
+            raise OfferError(f"the {media.kind} m-line lacks ICE credentials or a DTLS fingerprint")
+    return RTCSessionDescription(sdp=sdp, type="offer")

@@ -1,0 +1,98 @@
+"""Signed, compact call tokens: ``base64url(JSON payload) "." base64url(HMAC-SHA256)``.
+
+A token names one call, a role (``participant`` may join and send media; ``subscriber``
+may only read the call's emotion events) and, for participants, who they are. The gateway
+signs with ``CBERL_TOKEN_SECRET``; nothing is stored server-side, so any replica with the
+same secret accepts any token. The next issue's WebSocket/SSE endpoint reuses
+:func:`verify_token` with ``role="subscriber"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Role = Literal["participant", "subscriber"]
+ROLES: tuple[Role, ...] = ("participant", "subscriber")
+
+
+class TokenError(Exception):
+    """A token is missing, malformed, forged, expired, or for something else.
+
+    Attributes:
+        status: 401 when the token does not authenticate at all, 403 when it is valid but
+            does not grant this request (other call, wrong role).
+    """
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a verified token says."""
+
+    call_id: str
+    role: Role
+    exp: int
+    participant_id: str | None = None
+    participant_name: str | None = None
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _sign(secret: bytes, payload: str) -> str:
+    return _b64encode(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
+
+
+def issue_token(secret: bytes, call_id: str, role: Role, ttl_s: int,
+                participant_id: str | None = None, participant_name: str | None = None) -> str:
+    """A token for ``call_id`` and ``role`` that expires ``ttl_s`` seconds from now."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+    if role == "participant" and not participant_id:
+        raise ValueError("a participant token needs a participant_id")
+    claims = TokenClaims(call_id=call_id, role=role, exp=int(time.time()) + ttl_s,
+                         participant_id=participant_id, participant_name=participant_name)
+    payload = _b64encode(json.dumps(asdict(claims), separators=(",", ":")).encode())
+    return f"{payload}.{_sign(secret, payload)}"
+
+
+def verify_token(secret: bytes, token: str | None, call_id: str, role: Role) -> TokenClaims:
+    """The claims of ``token`` if it is genuine, unexpired, for ``call_id`` and ``role``.
+
+    Raises:
+        TokenError: 401 (missing, malformed, bad signature, expired) or 403 (another call
+            or role).
+    """
+    if not token:
+        raise TokenError("a token is required (JSON field 'token' or 'Authorization: Bearer')")
+    payload, _, signature = token.partition(".")
+    if not payload or not signature:
+        raise TokenError("malformed token: expected PAYLOAD.SIGNATURE")
+    if not hmac.compare_digest(_sign(secret, payload), signature):
+        raise TokenError("invalid token signature")
+    try:
+        claims = TokenClaims(**json.loads(_b64decode(payload)))
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise TokenError(f"malformed token payload: {exc}") from exc
+    if claims.exp < time.time():
+        raise TokenError("token expired")
+    if claims.call_id != call_id:
+        raise TokenError(f"token is for another call, not {call_id!r}", status=403)
+    if claims.role != role:
+        raise TokenError(f"token has role {claims.role!r}; this needs {role!r}", status=403)
+    return claims
