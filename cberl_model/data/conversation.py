@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,8 @@ class Utterance:
             that is absent is simply not a key.
         start_ms: Start time in milliseconds from the conversation start, if known.
         end_ms: End time in milliseconds, if known.
+        audio_path / video_path: Raw media of the utterance (the corpus builder featurizes
+            them), or ``None``.
     """
 
     utterance_id: str
@@ -49,6 +52,8 @@ class Utterance:
     features: dict[str, np.ndarray] = field(default_factory=dict)
     start_ms: int | None = None
     end_ms: int | None = None
+    audio_path: str | None = None
+    video_path: str | None = None
 
 
 @dataclass
@@ -73,11 +78,15 @@ class Corpus:
         name: Human-readable name, usually ``FORMAT:PATH``.
         labels: The label set in index order (index ``i`` is class ``i`` of the model).
         conversations: The conversations, in file order.
+        feature_sources: Per modality, the feature-spec entry (``extractor``,
+            ``feature_id``, ``dim``, ``options``) of the featurizer that computed the
+            corpus's vectors; empty for vectors of unknown origin (treated as pre-computed).
     """
 
     name: str
     labels: tuple[str, ...]
     conversations: list[Conversation]
+    feature_sources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         known = set(self.labels)

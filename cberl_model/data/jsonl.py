@@ -65,8 +65,9 @@ class JsonlHeader(BaseModel):
 class JsonlUtterance(BaseModel):
     """One utterance line. Strict: a number where a string belongs is an error, not a guess.
 
-    ``audio`` and ``video`` (media file paths, relative to the JSONL file's folder) are
-    validated but not yet carried into :class:`Utterance`, which has no media fields.
+    ``audio`` and ``video`` are media file paths, relative to the JSONL file's folder (or
+    absolute); the corpus builder featurizes them. A video file's audio track serves as the
+    utterance's audio when ``audio`` is not given.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -240,9 +241,21 @@ def _conversations(
                 features=_features(source, number, record.features, dims),
                 start_ms=record.start_ms,
                 end_ms=record.end_ms,
+                audio_path=_media_path(source, record.audio),
+                video_path=_media_path(source, record.video),
             )
         )
     return [Conversation(cid, utterances) for cid, utterances in grouped.items()]
+
+
+def _media_path(source: str, path: str | None) -> str | None:
+    """An absolute media path: relative ones are resolved against the JSONL file's folder.
+
+    Absolute, so that a corpus written elsewhere by :func:`write_jsonl` still finds them.
+    """
+    if not path:
+        return None
+    return str((Path(source).parent / path).resolve())
 
 
 def _features(
@@ -273,6 +286,8 @@ def _record(source: str, conversation_id: str, utt: Utterance) -> dict[str, Any]
             label=utt.label,
             start_ms=utt.start_ms,
             end_ms=utt.end_ms,
+            audio=utt.audio_path,
+            video=utt.video_path,
             features={name: vec.tolist() for name, vec in utt.features.items()},
         )
     except ValidationError as exc:

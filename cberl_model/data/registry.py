@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from cberl_model.data.cached import read_cached
 from cberl_model.data.conversation import Corpus, CorpusError
 from cberl_model.data.emorynlp import read_emorynlp_csv
 from cberl_model.data.jsonl import read_jsonl
@@ -16,8 +17,10 @@ FORMATS: dict[str, Callable[[Path], Corpus]] = {
     "emorynlp": read_emorynlp_csv,
     "jsonl": read_jsonl,
     "merc": read_merc_pickle,
+    "cached": read_cached,
 }
-"""Reader per format name. ``merc`` takes ``PATH#SPLIT`` (split: train, test or all)."""
+"""Reader per format name. ``merc`` takes ``PATH#SPLIT`` (split: train, test or all);
+``cached`` takes a directory written by ``python -m cberl_model.corpus build``."""
 
 
 def load_corpus(spec: str) -> Corpus:
@@ -25,7 +28,8 @@ def load_corpus(spec: str) -> Corpus:
 
     Examples:
         ``meld:MELD/dev_sent_emo.csv``, ``emorynlp:emorynlp_dev_final.csv``,
-        ``jsonl:calls.jsonl``, ``merc:MELD_features_raw.pkl#train``.
+        ``jsonl:calls.jsonl``, ``merc:MELD_features_raw.pkl#train``,
+        ``cached:built/meld-train``.
 
     Raises:
         CorpusError: If the format is unknown or the file cannot be read.

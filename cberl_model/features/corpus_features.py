@@ -10,60 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
 from cberl_model.data import MODALITIES, Corpus, CorpusError
+from cberl_model.features.spec import (  # noqa: F401  (re-exported: the spec's historic home)
+    PRECOMPUTED,
+    TEXT_ENCODER,
+    FeatureSpec,
+    ModalitySpec,
+    spec_from_json,
+    spec_to_json,
+)
 from cberl_model.features.text_encoder import TextEncoder
 from cberl_model.windows import ConversationFeatures
 
 log = logging.getLogger(__name__)
-
-TEXT_ENCODER = "text-encoder"
-PRECOMPUTED = "precomputed"
-
-
-@dataclass(frozen=True)
-class ModalitySpec:
-    """Which extractor produced a modality's vectors, in which version, of which size.
-
-    Attributes:
-        extractor: The featurizer's registered name (see :mod:`cberl_model.features.registry`),
-            or ``precomputed`` for vectors that came with the corpus.
-        feature_id: The featurizer's version; serving refuses a featurizer whose version differs.
-        dim: Vector size.
-        options: What the featurizer was built with (e.g. which Whisper model), so serving
-            builds the same one. Empty for most featurizers and then left out of the JSON.
-    """
-
-    extractor: str
-    feature_id: str
-    dim: int
-    options: dict[str, str] = field(default_factory=dict)
-
-
-FeatureSpec = dict[str, ModalitySpec]
-
-
-def spec_to_json(spec: FeatureSpec) -> dict[str, Any]:
-    """The spec as stored in a model's ``config.json`` (``options`` only when set)."""
-    out: dict[str, Any] = {}
-    for m, s in spec.items():
-        entry: dict[str, Any] = {"extractor": s.extractor, "feature_id": s.feature_id, "dim": s.dim}
-        if s.options:
-            entry["options"] = dict(s.options)
-        out[m] = entry
-    return out
-
-
-def spec_from_json(data: dict[str, Any]) -> FeatureSpec:
-    """Inverse of :func:`spec_to_json`; reads format-1 specs, which have no ``options``."""
-    return {m: ModalitySpec(**s) for m, s in data.items()}
 
 
 def _text_matrix(texts: list[str], encoder: TextEncoder, cache_dir: Path | None,
@@ -83,10 +48,21 @@ def _text_matrix(texts: list[str], encoder: TextEncoder, cache_dir: Path | None,
     return matrix
 
 
+def _source_spec(corpus: Corpus, modality: str, dim: int) -> ModalitySpec:
+    source = corpus.feature_sources.get(modality)
+    if source is None:
+        return ModalitySpec(PRECOMPUTED, f"{PRECOMPUTED}-{dim}", dim)
+    return ModalitySpec(source["extractor"], source["feature_id"], dim, dict(source.get("options", {})))
+
+
 def corpus_spec(corpus: Corpus, encoder: TextEncoder | None) -> FeatureSpec:
-    """The feature spec this corpus yields: pre-computed modalities, plus encoded text."""
-    spec = {m: ModalitySpec(PRECOMPUTED, f"{PRECOMPUTED}-{d}", d)
-            for m, d in corpus.feature_dims().items()}
+    """The feature spec this corpus yields: its vectors' modalities, plus encoded text.
+
+    Vectors a built corpus carries keep the featurizer spec its manifest records (so the
+    model can rebuild that featurizer when serving); vectors of unknown origin are
+    ``precomputed``.
+    """
+    spec = {m: _source_spec(corpus, m, d) for m, d in corpus.feature_dims().items()}
     unknown = set(spec) - set(MODALITIES)
     if unknown:
         raise CorpusError(corpus.name, f"unknown modality {sorted(unknown)}; known: {MODALITIES}")
@@ -123,6 +99,12 @@ def featurize_corpus(corpus: Corpus, spec: FeatureSpec, encoder: TextEncoder | N
         if m in available and available[m] != s.dim:
             raise CorpusError(corpus.name, f"{m} features have dimension {available[m]}, "
                                            f"the model expects {s.dim}")
+        if m in available and s.extractor != PRECOMPUTED:
+            source = _source_spec(corpus, m, available[m])
+            if (source.extractor, source.feature_id) != (s.extractor, s.feature_id):
+                raise CorpusError(corpus.name, f"{m} features come from {source.extractor!r} "
+                                               f"version {source.feature_id!r}, the model uses "
+                                               f"{s.extractor!r} version {s.feature_id!r}")
     text_rows: np.ndarray | None = None
     if "text" in spec and spec["text"].extractor == TEXT_ENCODER and "text" not in available:
         if encoder is None:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from cberl_model.artifact import ModelArtifact
-from cberl_model.features.corpus_features import PRECOMPUTED, spec_to_json
 from cberl_model.features.media import Featurizer, UtteranceMedia
 from cberl_model.features.registry import build_featurizer, check_featurizer, registration
+from cberl_model.features.spec import PRECOMPUTED, spec_to_json
 from cberl_model.features.text_featurizer import TextFeaturizer
 
 __all__ = ["FeaturizerSet", "TextFeaturizer", "feature_spec_id"]

@@ -23,6 +23,10 @@ Face featurizers pool over frames (mean / std), so another rate changes the vect
 through sampling noise, but the same rate in training and serving keeps them identical.
 """
 
+MAX_FRAMES = 64
+"""At most this many frames per utterance: longer clips are sampled at a lower rate
+(``MAX_FRAMES / duration``) so memory and face-detection time stay bounded."""
+
 
 class FeaturizerError(ValueError):
     """A featurizer cannot be built, or differs from the one a model was trained with."""

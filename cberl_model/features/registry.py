@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from cberl_model.features.corpus_features import TEXT_ENCODER, ModalitySpec
 from cberl_model.features.media import Featurizer, FeaturizerError
-from cberl_model.features.text_encoder import TextEncoder
+from cberl_model.features.spec import TEXT_ENCODER, ModalitySpec
 from cberl_model.features.whisper_model import DEFAULT_WHISPER_MODEL
+
+if TYPE_CHECKING:  # transformers is slow to import; corpus-builder workers never need it
+    from cberl_model.features.text_encoder import TextEncoder
 
 
 @dataclass(frozen=True)

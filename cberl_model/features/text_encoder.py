@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cberl_model.features.spec import weights_fingerprint
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -93,16 +95,6 @@ def _pooling_mode(model_dir: Path) -> str:
                 return "cls"
             return "mean"
     return "mean"
-
-
-def weights_fingerprint(model_dir: Path) -> str:
-    """Cheap identity of a model directory's weights: names, sizes and config, not content."""
-    digest = hashlib.sha256()
-    for file in sorted(model_dir.iterdir()):
-        if file.is_file():
-            digest.update(f"{file.name}:{file.stat().st_size}".encode())
-    digest.update((model_dir / "config.json").read_bytes())
-    return digest.hexdigest()[:16]
 
 
 class TextEncoder(nn.Module):

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from cberl_model.features.corpus_features import TEXT_ENCODER
 from cberl_model.features.media import UtteranceMedia
+from cberl_model.features.spec import TEXT_ENCODER
 from cberl_model.features.text_encoder import TextEncoder
 
 

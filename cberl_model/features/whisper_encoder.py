@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cberl_model.features.media import SAMPLE_RATE, UtteranceMedia
-from cberl_model.features.text_encoder import weights_fingerprint
+from cberl_model.features.spec import weights_fingerprint
 from cberl_model.features.whisper_model import (
     DEFAULT_WHISPER_MODEL,
     resolve_whisper_model,

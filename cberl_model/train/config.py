@@ -35,8 +35,12 @@ class TrainConfig:
     encoder_batch_size: int = 32
     encoder_max_tokens: int = 64
     encoder_lora_rank: int = 16
-    # Stage 2: augmentation of the training conversations (see train/augment.py).
+    # Stage 2: augmentation of the training conversations (see train/augment.py):
+    # none | oversample | smote | gan | classweight; each class is topped up to
+    # augment_ratio * the largest class count (docs/augmentation.md).
     augment: str = "none"
+    augment_ratio: float = 0.25
+    gan_epochs: int = 30
     # Stage 3: the CBERL network.
     past: int = 10
     future: int = 2
@@ -47,7 +51,10 @@ class TrainConfig:
     gat_layers: int = 2
     dropout: float = 0.5
     ensemble_members: int = 5
+    fusion: str = "djvae"     # "concat": concatenation instead of DJVAE (ablation)
+    use_graph: bool = True    # False: Bi-LSTM context only, no speaker GAT (ablation)
     mask_rate: float = 0.15
+    modality_dropout: float = 0.3  # per node and modality; only with 2+ modalities (loop.py)
     target_mask_rate: float = 0.0
     focal_gamma: float = 0.0
     class_weight_power: float = 0.3

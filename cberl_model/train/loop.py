@@ -7,7 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, auto
 from typing import Any
 
@@ -38,6 +38,24 @@ class ObjectiveWeights:
     kl: float = 0.01
 
 
+def dropped_modalities(present: dict[str, torch.Tensor], rate: float) -> dict[str, torch.Tensor]:
+    """Presence masks with each present modality of each node hidden with probability ``rate``.
+
+    Modality dropout: a live call often lacks video (camera off, face out of frame) or has
+    unusable audio, so the fusion must not lean on any one modality. A node never loses
+    all of its modalities (its drops are undone), and with fewer than two modalities the
+    masks are returned unchanged without drawing random numbers (text-only training is
+    exactly as before).
+    """
+    if rate <= 0.0 or len(present) < 2:
+        return present
+    dropped = {m: mask & (torch.rand(mask.shape, device=mask.device) < rate)
+               for m, mask in present.items()}
+    kept = {m: present[m] & ~dropped[m] for m in present}
+    emptied = ~torch.stack(list(kept.values())).any(0)
+    return {m: torch.where(emptied, present[m], kept[m]) for m in present}
+
+
 def predict_windows(model: CBERL, windows: Sequence[Window], device: torch.device,
                     batch_size: int = 256) -> np.ndarray:
     """Class probabilities ``(len(windows), C)`` of each window's target, in eval mode."""
@@ -63,11 +81,15 @@ class Trainer:
         lr / weight_decay: AdamW settings.
         device: Where to train.
         labels: Label names (for reports).
+        modality_dropout: Rate of :func:`dropped_modalities` on training batches; the
+            objectives still reconstruct the hidden modalities (cross-modal imputation).
     """
 
     def __init__(self, model: CBERL, loss: FocalLoss, weights: ObjectiveWeights, lr: float,
-                 weight_decay: float, device: torch.device, labels: tuple[str, ...]) -> None:
+                 weight_decay: float, device: torch.device, labels: tuple[str, ...],
+                 modality_dropout: float = 0.0) -> None:
         self.model = model.to(device)
+        self.modality_dropout = modality_dropout
         self.loss = loss.to(device)
         self.weights = weights
         self.device = device
@@ -79,7 +101,10 @@ class Trainer:
         self.best_epoch = 0
 
     def compute_forward(self, batch: WindowBatch, stage: Stage) -> CBERLOutput:
+        """Run the network; training batches go in with some modalities hidden."""
         self.model.train(stage == Stage.TRAIN)
+        if stage == Stage.TRAIN:
+            batch = replace(batch, present=dropped_modalities(batch.present, self.modality_dropout))
         return self.model(batch)
 
     def compute_objectives(self, out: CBERLOutput, batch: WindowBatch,

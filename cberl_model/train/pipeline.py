@@ -25,7 +25,7 @@ from cberl_model.features.text_encoder import LoraSpec, TextEncoder
 from cberl_model.metrics import classification_report, confusion, format_report
 from cberl_model.nn import CBERL, CBERLConfig, FocalLoss
 from cberl_model.runtime import configure_threads, default_cache_dir, seed_everything, select_device
-from cberl_model.train.augment import get_augmentation
+from cberl_model.train.augment import AugmentSettings, get_augmentation
 from cberl_model.train.config import TrainConfig
 from cberl_model.train.loop import ObjectiveWeights, Trainer, predict_windows
 from cberl_model.train.report import plot_confusion, plot_training_curve
@@ -127,7 +127,10 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     # Seed here, not earlier: a cached encoder must not change what the later stages draw.
     seed_everything(config.seed)
     rng = np.random.default_rng(config.seed)
-    train_feats = get_augmentation(config.augment)(train_feats, rng)
+    imbalance = get_augmentation(config.augment)
+    real_train_feats = train_feats
+    train_feats = imbalance.augment(train_feats, AugmentSettings(
+        len(train.labels), config.augment_ratio, config.gan_epochs), rng)
 
     # Stage 3: the CBERL network.
     model = CBERL(CBERLConfig(
@@ -136,14 +139,17 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
         lstm_hidden=config.lstm_hidden, gat_heads=config.gat_heads, gat_layers=config.gat_layers,
         dropout=config.dropout, ensemble_members=config.ensemble_members,
         mask_rate=config.mask_rate, target_mask_rate=config.target_mask_rate,
-        ensemble_seed=config.seed))
-    model.fit_standardization(*_stack(train_feats))
+        ensemble_seed=config.seed, fusion=config.fusion, use_graph=config.use_graph))
+    model.fit_standardization(*_stack(real_train_feats))  # synthetic rows do not move it
     counts = np.bincount(np.concatenate([c.labels[c.labels >= 0] for c in train_feats]),
                          minlength=len(train.labels))
-    loss = FocalLoss(config.focal_gamma, class_weights(counts, config.class_weight_power))
+    power = (config.class_weight_power if imbalance.class_weight_power is None
+             else imbalance.class_weight_power)
+    loss = FocalLoss(config.focal_gamma, class_weights(counts, power))
     trainer = Trainer(model, loss, ObjectiveWeights(config.reconstruction_weight,
                                                     config.vae_weight, config.kl_weight),
-                      config.lr, config.weight_decay, device, train.labels)
+                      config.lr, config.weight_decay, device, train.labels,
+                      config.modality_dropout)
     dev_windows = [w for w in evaluation_windows(dev_feats, config.past, config.future)
                    if w.conversation.labels[w.target] >= 0]
     trainer.fit(lambda epoch: training_windows(train_feats, config.past, config.future,
