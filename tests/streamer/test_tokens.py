@@ -1,0 +1,56 @@
+"""Join/subscriber tokens: genuine ones verify, anything else is a clear 401 or 403."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from streamer.tokens import TokenError, issue_token, verify_token
+
+SECRET = b"k" * 32
+
+
+def test_participant_token_round_trip() -> None:
+    token = issue_token(SECRET, "c-1", "participant", 60, participant_id="p-1", participant_name="Ann")
+    claims = verify_token(SECRET, token, "c-1", "participant")
+    assert (claims.call_id, claims.role, claims.participant_id, claims.participant_name) == \
+        ("c-1", "participant", "p-1", "Ann")
+    assert claims.exp >= time.time() + 59
+    assert len(token) < 200, "tokens must stay compact"
+
+
+@pytest.mark.parametrize(("mangle", "status", "message"), [
+    (lambda t: "", 401, "required"),
+    (lambda t: "garbage", 401, "malformed"),
+    (lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"), 401, "signature"),
+    (lambda t: "eyJ4IjoxfQ." + t.split(".")[1], 401, "signature"),
+])
+def test_forged_or_malformed_tokens_are_401(mangle, status: int, message: str) -> None:
+    token = issue_token(SECRET, "c-1", "subscriber", 60)
+    with pytest.raises(TokenError, match=message) as err:
+        verify_token(SECRET, mangle(token), "c-1", "subscriber")
+    assert err.value.status == status
+
+
+def test_other_secret_expired_other_call_and_role() -> None:
+    token = issue_token(SECRET, "c-1", "subscriber", 60)
+    with pytest.raises(TokenError, match="signature") as err:
+        verify_token(b"other", token, "c-1", "subscriber")
+    assert err.value.status == 401
+    with pytest.raises(TokenError, match="expired") as err:
+        verify_token(SECRET, issue_token(SECRET, "c-1", "subscriber", -1), "c-1", "subscriber")
+    assert err.value.status == 401
+    with pytest.raises(TokenError, match="another call") as err:
+        verify_token(SECRET, token, "c-2", "subscriber")
+    assert err.value.status == 403
+    with pytest.raises(TokenError, match="role 'subscriber'") as err:
+        verify_token(SECRET, token, "c-1", "participant")
+    assert err.value.status == 403
+
+
+def test_issue_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="participant_id"):
+        issue_token(SECRET, "c-1", "participant", 60)
+    with pytest.raises(ValueError, match="role"):
+        issue_token(SECRET, "c-1", "admin", 60)  # type: ignore[arg-type]
