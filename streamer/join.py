@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import av
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 
@@ -79,7 +80,10 @@ async def join_call(server: str, call_id: str, token: str, wav: Path, video: Pat
     restrict_host_addresses(["127.0.0.1"])
     events: list[dict[str, Any]] = []
     pc = RTCPeerConnection(rtc_configuration())
-    players = [MediaPlayer(str(wav))] + ([MediaPlayer(str(video))] if video else [])
+    try:
+        players = [MediaPlayer(str(wav))] + ([MediaPlayer(str(video))] if video else [])
+    except av.FFmpegError as exc:
+        raise JoinError(f"cannot read media: {exc}") from exc
     audio = players[0].audio
     if audio is None:
         raise JoinError(f"{wav} holds no audio stream")

@@ -6,6 +6,7 @@ connection will accept; every failure is a :class:`OfferError` with a message fo
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiortc import RTCSessionDescription
@@ -16,6 +17,10 @@ SUPPORTED_CODECS: dict[str, tuple[str, ...]] = {
     "video": ("VP8", "H264"),
 }
 """Media codecs aiortc decodes here (Opus is what browsers send)."""
+
+
+_LINE = re.compile(r"^[a-z]=\S")
+"""RFC 4566: every SDP line is one lower-case letter, '=', and a value (aiortc's parser skips others)."""
 
 
 class OfferError(ValueError):
@@ -34,6 +39,12 @@ def parse_offer(body: dict[str, Any]) -> RTCSessionDescription:
         raise OfferError(f"'type' must be 'offer', not {kind!r}")
     if not isinstance(sdp, str) or not sdp.strip():
         raise OfferError("'sdp' must be a non-empty SDP string")
+    lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
+    if lines[0] != "v=0":
+        raise OfferError("malformed SDP: it must start with 'v=0'")
+    for number, line in enumerate(lines, 1):
+        if not _LINE.match(line):
+            raise OfferError(f"malformed SDP: line {number} is not '<letter>=<value>': {line[:60]!r}")
     try:
         parsed = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser raises assorted errors on garbage input
