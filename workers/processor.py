@@ -119,7 +119,7 @@ class BatchProcessor:
         updates = await asyncio.to_thread(self._infer, work, inputs)
 
         emitted_at = now_ms()
-        events = self._events(work, updates, emitted_at)
+        events = self._events(updates, emitted_at)
         if letters:
             for _, letter in letters:
                 self.metrics.dead_lettered.labels(reason=letter.reason).inc()
@@ -178,43 +178,45 @@ class BatchProcessor:
         return inputs, rejected
 
     def _infer(self, work: dict[str, _CallWork], inputs: dict[str, list[UtteranceInput]]
-               ) -> dict[str, list[tuple[LabelUpdate, _Trigger]]]:
-        """One batched forward pass over every call's new utterances, then the call ends."""
+               ) -> list[tuple[str, LabelUpdate, int, int]]:
+        """One batched forward pass over every call's new utterances, then the call ends.
+
+        Returns ``(call_id, update, seq, since_ms)`` per update, in emission order.
+        """
         items = [(work[c].record.state, u) for c, us in inputs.items() for u in us]
         if items:
             self.metrics.batch_size.observe(len(items))
         results = self.recognizer.add_utterances(items)
-        out: dict[str, list[tuple[LabelUpdate, _Trigger]]] = defaultdict(list)
         per_call = defaultdict(list)
         for state, updates in results:
             per_call[state.call_id].append((state, updates))
+        out: list[tuple[str, LabelUpdate, int, int]] = []
         for call_id, w in work.items():
+            seq_of = dict(w.record.seqs)  # before trimming: a long batch outruns the window
             for (state, updates), event in zip(per_call[call_id], w.ready, strict=True):
                 w.record.state = state
-                w.record.seqs[event.utterance_id] = event.seq
+                seq_of[event.utterance_id] = event.seq
                 since = event.end_of_speech_at if event.end_of_speech_at is not None else event.produced_at
-                out[call_id].extend((u, _Trigger(since)) for u in updates)
+                out.extend((call_id, u, seq_of[u.utterance_id], since) for u in updates)
             if w.finalize:
                 w.record.state, final_updates = self.recognizer.end_call(w.record.state)
                 assert w.closing_trigger is not None
-                out[call_id].extend((u, w.closing_trigger) for u in final_updates)
+                out.extend((call_id, u, seq_of[u.utterance_id], w.closing_trigger.since_ms)
+                           for u in final_updates)
             kept = {n.utterance_id for n in w.record.state.nodes}
-            w.record.seqs = {u: s for u, s in w.record.seqs.items() if u in kept}
+            w.record.seqs = {u: s for u, s in seq_of.items() if u in kept}
         return out
 
-    def _events(self, work: dict[str, _CallWork], updates: dict[str, list[tuple[LabelUpdate, _Trigger]]],
-                emitted_at: int) -> list[EmotionEvent]:
+    def _events(self, updates: list[tuple[str, LabelUpdate, int, int]], emitted_at: int
+                ) -> list[EmotionEvent]:
         events = []
-        for call_id, pairs in updates.items():
-            seqs = work[call_id].record.seqs
-            for u, trigger in pairs:
-                latency_ms = float(emitted_at - trigger.since_ms)
-                self.metrics.latency.observe(max(latency_ms, 0.0) / 1000)
-                events.append(EmotionEvent(
-                    call_id=call_id, utterance_id=u.utterance_id, seq=seqs[u.utterance_id],
-                    speaker_id=u.speaker, label=u.label, scores=u.scores, revision=u.revision,
-                    final=u.final, model_id=self.recognizer.model_id, latency_ms=latency_ms,
-                    emitted_at=emitted_at))
+        for call_id, u, seq, since_ms in updates:
+            latency_ms = float(emitted_at - since_ms)
+            self.metrics.latency.observe(max(latency_ms, 0.0) / 1000)
+            events.append(EmotionEvent(
+                call_id=call_id, utterance_id=u.utterance_id, seq=seq, speaker_id=u.speaker,
+                label=u.label, scores=u.scores, revision=u.revision, final=u.final,
+                model_id=self.recognizer.model_id, latency_ms=latency_ms, emitted_at=emitted_at))
         return events
 
     def _track_active(self, work: dict[str, _CallWork]) -> None:

@@ -1,0 +1,262 @@
+"""Real workers (``python -m workers``) against a real tansu broker and redis-server.
+
+Delivery, ordering and recovery are only proven end to end: MELD dev dialogues replayed as
+Utterance events must end with the labels of offline batch inference, through poison
+messages, a worker killed mid-call, and Redis going away mid-call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from aiokafka.partitioner import DefaultPartitioner
+
+from cberl_model.inference import EmotionRecognizer
+from tests.workers.harness import (
+    Topics,
+    WorkerProcess,
+    as_inputs,
+    emotions_of,
+    ended,
+    finals_complete,
+    meld_calls,
+    produce,
+    read_topic,
+    subscriber_view,
+)
+from workers.dead_letter import DeadLetter
+from workers.events import EmotionEvent, UtteranceEvent, emotion_stream_key
+from workers.services import RedisServer, TansuBroker, free_port
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def recognizer(single_thread: None) -> EmotionRecognizer:
+    return EmotionRecognizer.load(device="cpu")
+
+
+@pytest.fixture()
+def topics() -> Topics:
+    return Topics.fresh()
+
+
+@pytest.fixture()
+def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    """Workers a test starts; all stopped at the end whatever happened."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+def records(events: list[UtteranceEvent]) -> list[tuple[str, bytes]]:
+    return [(e.call_id, e.model_dump_json().encode()) for e in events]
+
+
+def interleaved(calls: list[tuple[str, list[UtteranceEvent]]]) -> list[UtteranceEvent]:
+    """The calls' utterances round-robin, as concurrent calls arrive."""
+    out, longest = [], max(len(evs) for _, evs in calls)
+    for i in range(longest):
+        out.extend(evs[i] for _, evs in calls if i < len(evs))
+    return out
+
+
+def assert_matches_batch(recognizer: EmotionRecognizer, view: dict[str, EmotionEvent],
+                         calls: list[tuple[str, list[UtteranceEvent]]]) -> None:
+    for call_id, events in calls:
+        expected = recognizer.predict_conversation(as_inputs(events))
+        got = [view[e.utterance_id] for e in events]
+        assert all(g.final for g in got), f"{call_id}: not every utterance is final"
+        assert [g.label for g in got] == [x.label for x in expected], call_id
+        for g, x in zip(got, expected, strict=True):
+            np.testing.assert_allclose([g.scores[k] for k in recognizer.labels],
+                                       [x.scores[k] for k in recognizer.labels], atol=1e-4)
+        assert [g.seq for g in got] == [e.seq for e in events]
+
+
+def assert_revisions_increase(events: list[EmotionEvent]) -> None:
+    """Per utterance, in topic order: revisions never go back, the first seen is revision 0."""
+    last: dict[str, int] = {}
+    for e in events:
+        previous = last.get(e.utterance_id)
+        assert previous is None and e.revision == 0 or previous is not None and e.revision >= previous, \
+            f"{e.utterance_id}: revision {e.revision} after {previous}"
+        last[e.utterance_id] = e.revision
+
+
+def test_meld_replay_equals_batch_and_poison_is_dead_lettered(
+        tansu_broker: TansuBroker, redis_server: RedisServer, recognizer: EmotionRecognizer,
+        topics: Topics, workers: list[WorkerProcess], meld_dir: Path, tmp_path: Path) -> None:
+    bootstrap = tansu_broker.bootstrap_servers
+    metrics_port = free_port()
+    workers.append(WorkerProcess(tmp_path / "w.log", bootstrap, redis_server.url, topics,
+                                 "--metrics-port", str(metrics_port)))
+    workers[0].wait_assigned()
+
+    calls = meld_calls(meld_dir, 2, min_len=13, max_len=20)  # longer than the kept window (p + f)
+    bad_call = [e.model_copy(update={"call_id": "poison-call", "utterance_id": f"p{e.seq}"})
+                for e in calls[0][1][:3]]
+    wrong_dim = bad_call[1].model_copy(update={"features": bad_call[1].features.model_copy(
+        update={"text": [0.5] * 3})})
+    future_schema = json.loads(calls[0][1][0].model_dump_json()) | {"schema_version": 2}
+    poison = [("x", b"{not json"), ("x", b"\xff\xfe\x00binary"),
+              (calls[0][0], json.dumps(future_schema).encode())]
+    stream = records(interleaved(calls))
+    stream[3:3] = poison
+    stream += records([bad_call[0], wrong_dim, bad_call[2]])
+    stream += [(c, ended(c, evs).model_dump_json().encode()) for c, evs in calls]
+    stream += [("poison-call", ended("poison-call", bad_call).model_dump_json().encode())]
+    asyncio.run(produce(bootstrap, topics.utterances, stream))
+
+    expected = {c: len(evs) for c, evs in calls} | {"poison-call": 2}
+    values = asyncio.run(read_topic(bootstrap, topics.emotions, finals_complete(expected), 90))
+    events = emotions_of(values)
+    view = subscriber_view(events)
+    assert_matches_batch(recognizer, view, calls)
+    assert_revisions_increase(events)
+    assert {u for u, e in view.items() if e.call_id == "poison-call" and e.final} == {"p0", "p2"}
+    assert all(e.latency_ms is not None and e.latency_ms >= 0 for e in events)
+
+    letters = [DeadLetter.model_validate_json(v) for v in asyncio.run(
+        read_topic(bootstrap, topics.dead_letter, lambda v: len(v) >= 4, 30))]
+    by_reason = sorted((x.reason, x.payload_text is None) for x in letters)
+    assert by_reason == [("feature_error", False), ("invalid", False), ("invalid", False),
+                         ("invalid", True)]
+    assert any("schema_version" in x.error for x in letters)
+    assert any("text features have shape (3,)" in x.error for x in letters)
+    assert all(x.topic == topics.utterances and x.offset >= 0 for x in letters)
+
+    # fan-out: the call's Redis stream holds what the topic holds
+    client = redis.Redis.from_url(redis_server.url)
+    call_id = calls[0][0]
+    streamed = [EmotionEvent.model_validate_json(f[b"event"])
+                for _, f in client.xrange(emotion_stream_key(call_id))]
+    assert streamed == [e for e in events if e.call_id == call_id]
+
+    emitted = f"cberl_worker_emotion_events_total {float(len(events))}"
+    for _ in range(50):  # the counter moves after the state save, just after the last publish
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as page:
+            metrics = page.read().decode()
+        if emitted in metrics:
+            break
+        time.sleep(0.1)
+    assert emitted in metrics
+    assert 'cberl_worker_dead_lettered_total{reason="invalid"} 3.0' in metrics
+
+
+def assigned(worker: WorkerProcess, topic: str) -> set[int] | None:
+    """The partitions of ``topic`` this worker was given last (None: no assignment yet)."""
+    lines = [ln for ln in worker.output().splitlines() if "Setting newly assigned partitions" in ln]
+    if not lines:
+        return None
+    return {int(p) for p in re.findall(rf"topic='{re.escape(topic)}', partition=(\d+)", lines[-1])}
+
+
+def test_killed_worker_hands_over_mid_call(
+        tansu_broker: TansuBroker, redis_server: RedisServer, recognizer: EmotionRecognizer,
+        topics: Topics, workers: list[WorkerProcess], meld_dir: Path, tmp_path: Path) -> None:
+    bootstrap = tansu_broker.bootstrap_servers
+    for name in ("a", "b"):
+        workers.append(WorkerProcess(tmp_path / f"{name}.log", bootstrap, redis_server.url, topics))
+    for worker in workers:
+        worker.wait_assigned()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the group settles: two disjoint halves of 4 partitions
+        shares = [assigned(w, topics.utterances) for w in workers]
+        if all(shares) and len(shares[0] | shares[1]) == 4 and not shares[0] & shares[1]:
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail(f"partitions never split between the workers: {shares}")
+
+    calls = meld_calls(meld_dir, 4, min_len=8, max_len=14)
+    partitioner = DefaultPartitioner()
+    call_partition = {c: partitioner(c.encode(), [0, 1, 2, 3], [0, 1, 2, 3]) for c, _ in calls}
+    victim = max(workers, key=lambda w: sum(call_partition[c] in assigned(w, topics.utterances)
+                                            for c, _ in calls))
+    assert any(call_partition[c] in assigned(victim, topics.utterances) for c, _ in calls)
+
+    first = [(c, evs[: len(evs) // 2]) for c, evs in calls]
+    asyncio.run(produce(bootstrap, topics.utterances, records(interleaved(first))))
+    half = {e.utterance_id for _, evs in first for e in evs}
+    asyncio.run(read_topic(bootstrap, topics.emotions,
+                           lambda v: half <= {json.loads(x)["utterance_id"] for x in v}, 60))
+    victim.kill()
+
+    rest = [(c, evs[len(evs) // 2:]) for c, evs in calls]
+    asyncio.run(produce(bootstrap, topics.utterances, records(interleaved(rest))
+                        + [(c, ended(c, evs).model_dump_json().encode()) for c, evs in calls]))
+    values = asyncio.run(read_topic(bootstrap, topics.emotions,
+                                    finals_complete({c: len(evs) for c, evs in calls}), 120))
+    survivor = next(w for w in workers if w is not victim)
+    assert survivor.process.poll() is None
+    assert assigned(survivor, topics.utterances) == {0, 1, 2, 3}
+    events = emotions_of(values)
+    assert_matches_batch(recognizer, subscriber_view(events), calls)
+    assert_revisions_increase(events)
+
+
+def test_redis_restart_mid_call(
+        tansu_broker: TansuBroker, recognizer: EmotionRecognizer, topics: Topics,
+        workers: list[WorkerProcess], meld_dir: Path, tmp_path: Path) -> None:
+    bootstrap = tansu_broker.bootstrap_servers
+    redis_dir = tmp_path / "redis"
+    server = RedisServer(free_port(), redis_dir)
+    server.start()
+    try:
+        workers.append(WorkerProcess(tmp_path / "w.log", bootstrap, server.url, topics,
+                                     "--redis-retry-max-s", "0.5"))
+        worker = workers[0]
+        worker.wait_assigned()
+        ((call_id, events),) = meld_calls(meld_dir, 1, min_len=14, max_len=24)
+
+        def labelled(upto: int, timeout_s: float = 60) -> list[EmotionEvent]:
+            wanted = {e.utterance_id for e in events[:upto]}
+            return emotions_of(asyncio.run(read_topic(
+                bootstrap, topics.emotions, lambda v: wanted <= {json.loads(x)["utterance_id"] for x in v},
+                timeout_s)))
+
+        asyncio.run(produce(bootstrap, topics.utterances, records(events[:4])))
+        labelled(4)
+        # 1) Redis restarts (same data): the worker waits, then carries on with the same graph
+        server.stop()
+        asyncio.run(produce(bootstrap, topics.utterances, records(events[4:8])))
+        time.sleep(3)
+        assert worker.process.poll() is None, "the worker must wait for Redis, not exit"
+        assert "redis unavailable" in worker.output()
+        server.start()
+        labelled(8)
+        assert "redis is back" in worker.output()
+        client = redis.Redis.from_url(server.url)
+        while json.loads(client.get(f"cberl:call:{call_id}") or "{}").get("next_seq") != 8:
+            time.sleep(0.1)  # the batch's state is saved (after its events were published)
+        client.close()
+        # 2) Redis comes back empty: the lost state is reported and new utterances still get labels
+        server.stop()
+        shutil.rmtree(redis_dir)
+        server.start()
+        asyncio.run(produce(bootstrap, topics.utterances, records(events[8:])
+                            + [(call_id, ended(call_id, events).model_dump_json().encode())]))
+        values = asyncio.run(read_topic(bootstrap, topics.emotions,
+                                        finals_complete({call_id: len(events) - 2}), 60))
+    finally:
+        server.stop()
+    assert worker.process.poll() is None
+    assert "no stored state but the call is under way" in worker.output()
+    view = subscriber_view(emotions_of(values))
+    assert set(view) == {e.utterance_id for e in events}, "every utterance got a label"
+    # up to the restart with the same data, the labels are exactly the batch ones
+    expected = recognizer.predict_conversation(as_inputs(events))
+    assert [view[e.utterance_id].label for e in events[:6]] == [x.label for x in expected[:6]]
+    assert all(view[e.utterance_id].final for e in events[:6] + events[8:])
