@@ -1,6 +1,7 @@
 """The CBERL network, one part per module (PyG style: the class is named after its file)."""
 
 from cberl_model.nn.cberl import CBERL, CBERLConfig
+from cberl_model.nn.concat_fusion import ConcatFusion
 from cberl_model.nn.context_lstm import ContextLSTM
 from cberl_model.nn.djvae import DJVAEFusion
 from cberl_model.nn.ensemble import WeakClassifierEnsemble
@@ -11,6 +12,7 @@ from cberl_model.nn.speaker_gat import SpeakerGAT
 __all__ = [
     "CBERL",
     "CBERLConfig",
+    "ConcatFusion",
     "ContextLSTM",
     "DJVAEFusion",
     "FocalLoss",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from cberl_model.nn.concat_fusion import ConcatFusion
 from cberl_model.nn.context_lstm import ContextLSTM
 from cberl_model.nn.djvae import DJVAEFusion, FusionOutput
 from cberl_model.nn.ensemble import WeakClassifierEnsemble
@@ -18,9 +19,17 @@ if TYPE_CHECKING:  # windows.py builds batches with nn.window_graph; avoid the c
     from cberl_model.windows import WindowBatch
 
 
+FUSIONS = ("djvae", "concat")
+
+
 @dataclass
 class CBERLConfig:
-    """Architecture hyper-parameters (stored in the model artifact's ``config.json``)."""
+    """Architecture hyper-parameters (stored in the model artifact's ``config.json``).
+
+    ``fusion`` (``"djvae"`` or ``"concat"``) and ``use_graph`` exist for the ablation
+    (``benchmarks/ablation.py``); their defaults are the full network, so artifacts saved
+    before they existed build the same network.
+    """
 
     input_dims: dict[str, int]
     num_classes: int
@@ -40,6 +49,8 @@ class CBERLConfig:
     mask_rate: float = 0.15
     target_mask_rate: float = 0.0
     ensemble_seed: int = 0
+    fusion: str = "djvae"
+    use_graph: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,15 +108,21 @@ class CBERL(nn.Module):
         self.config = config
         self.modalities = tuple(config.input_dims)
         self.standardize = nn.ModuleDict({m: _Standardize(d) for m, d in config.input_dims.items()})
-        self.fusion = DJVAEFusion(config.input_dims, config.latent_dim, config.fusion_hidden,
-                                  config.dropout)
+        if config.fusion not in FUSIONS:
+            raise ValueError(f"CBERL fusion must be one of {', '.join(FUSIONS)}, got {config.fusion!r}.")
+        self.fusion: DJVAEFusion | ConcatFusion = (
+            DJVAEFusion(config.input_dims, config.latent_dim, config.fusion_hidden, config.dropout)
+            if config.fusion == "djvae" else
+            ConcatFusion(config.input_dims, config.latent_dim, config.dropout))
         self.reconstruction = MaskedReconstruction(config.latent_dim, 2 * config.latent_dim,
                                                    config.input_dims, config.mask_rate,
                                                    config.target_mask_rate)
         self.context = ContextLSTM(config.latent_dim, config.lstm_hidden, dropout=config.dropout)
         self.project = nn.Linear(config.latent_dim + 2 * config.lstm_hidden, 2 * config.latent_dim)
-        self.graph = SpeakerGAT(2 * config.latent_dim, config.gat_heads, config.gat_layers,
-                                config.edge_type_dim, config.dropout)
+        # Without the graph (ablation) the projected Bi-LSTM state is the context.
+        self.graph = (SpeakerGAT(2 * config.latent_dim, config.gat_heads, config.gat_layers,
+                                 config.edge_type_dim, config.dropout)
+                      if config.use_graph else None)
         self.classifier = WeakClassifierEnsemble(
             3 * config.latent_dim, config.num_classes, config.ensemble_members,
             config.ensemble_hidden, config.ensemble_subspace, config.dropout, config.ensemble_seed)
@@ -131,8 +148,9 @@ class CBERL(nn.Module):
         z, mask = self.reconstruction.mask(fusion.z, batch.is_target)
         # 3. Sequential context within each window, then speaker-typed graph attention.
         sequence = self.context(z, batch.batch)
-        context = self.graph(self.project(torch.cat([z, sequence], -1)), batch.edge_index,
-                             batch.edge_type, batch.edge_weight)
+        context = self.project(torch.cat([z, sequence], -1))
+        if self.graph is not None:
+            context = self.graph(context, batch.edge_index, batch.edge_type, batch.edge_weight)
         # 4. The ensemble classifies each window's target node.
         target = batch.target
         logits = self.classifier(torch.cat([z[target], context[target]], -1))

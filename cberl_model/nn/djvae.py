@@ -88,13 +88,15 @@ class DJVAEFusion(nn.Module):
 
 
 class FusionOutput:
-    """The joint latent sample and its Gaussian parameters."""
+    """The joint latent sample and its Gaussian parameters (``logvar`` None: deterministic)."""
 
     __slots__ = ("logvar", "mu", "z")
 
-    def __init__(self, z: Tensor, mu: Tensor, logvar: Tensor) -> None:
+    def __init__(self, z: Tensor, mu: Tensor, logvar: Tensor | None) -> None:
         self.z, self.mu, self.logvar = z, mu, logvar
 
     def kl(self) -> Tensor:
-        """KL divergence to the standard normal, averaged over nodes."""
+        """KL divergence to the standard normal, averaged over nodes (zero if deterministic)."""
+        if self.logvar is None:
+            return self.z.new_zeros(())
         return (-0.5 * (1 + self.logvar - self.mu ** 2 - self.logvar.exp()).sum(-1)).mean()

@@ -1,0 +1,364 @@
+"""What each part of CBERL buys: the ablation and the sensitivity sweeps, on dev, over seeds.
+
+    python benchmarks/ablation.py --meld DIR --emorynlp DIR [--seeds 0 1 2] [--jobs 2]
+    python benchmarks/ablation.py --meld DIR --emorynlp DIR --sweep focal_gamma=0,0.5,1,2,5 \\
+        --sweep mask_rate=0,0.15,0.3,0.5 --out docs/sensitivity
+
+Every variant is the corpus's recipe (``cberl_model/recipes/<corpus>.toml``) with the
+paper's full imbalance machinery switched on (``FULL``: GAN augmentation, focal loss
+gamma 2) and then one thing changed; ``recipe`` is the current default recipe itself.
+Sweeps vary one setting of the full model at a time.
+
+Resumable: each run's dev report is written to ``RUNS/results/`` as soon as it finishes,
+with the exact configuration it ran; a later invocation skips every run whose stored
+configuration is identical (so changing ``--epochs`` or ``--set`` re-runs). Runs of one
+corpus and seed form a chain executed in order in one process (the first adapts the text
+encoder, the rest reuse its cache); chains run ``--jobs`` at a time, one torch thread each.
+
+Writes ``OUT.json`` (every run's report), ``OUT.md`` (mean +- std of weighted F1, macro
+F1 and the minority classes' F1) and ``OUT_per_class.png`` (per-class F1 bars) for the
+ablation, or ``OUT.png`` (metric vs setting) for sweeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("benchmarks.ablation")
+RECIPES = Path(__file__).resolve().parents[1] / "cberl_model" / "recipes"
+
+FULL: dict[str, Any] = {"augment": "gan", "focal_gamma": 2.0}
+"""The paper's full model on top of a recipe: GAN augmentation and focal loss."""
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "full": ("full model (GAN, focal, masked rec., DJVAE, ensemble, graph)", FULL),
+    "no-gan": ("without GAN", {**FULL, "augment": "none"}),
+    "oversample": ("GAN -> random oversampling", {**FULL, "augment": "oversample"}),
+    "smote": ("GAN -> SMOTE", {**FULL, "augment": "smote"}),
+    "classweight": ("GAN -> balanced class weights", {**FULL, "augment": "classweight"}),
+    "cross-entropy": ("cross-entropy instead of focal", {**FULL, "focal_gamma": 0.0}),
+    "no-masked-rec": ("without masked reconstruction",
+                      {**FULL, "mask_rate": 0.0, "target_mask_rate": 0.0,
+                       "reconstruction_weight": 0.0}),
+    "concat-fusion": ("concatenation instead of DJVAE", {**FULL, "fusion": "concat"}),
+    "single-classifier": ("one classifier instead of the ensemble", {**FULL, "ensemble_members": 1}),
+    "no-graph": ("without the graph (Bi-LSTM only)", {**FULL, "use_graph": False}),
+    "recipe": ("current default recipe (no GAN, class-weighted CE)", {}),
+}
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """A corpus to run on: its train/dev specs (``FORMAT:PATH``) and the classes to report."""
+
+    name: str
+    train: str
+    dev: str
+    minority: tuple[str, ...]
+    recipe: Path | None = None
+
+
+def standard_corpora(meld: Path | None, emorynlp: Path | None) -> list[CorpusSpec]:
+    """MELD and EmoryNLP from their folders; minority = each corpus's two rarest classes."""
+    out = []
+    if meld is not None:
+        out.append(CorpusSpec("meld", f"meld:{meld / 'train_sent_emo.csv'}",
+                              f"meld:{meld / 'dev_sent_emo.csv'}", ("fear", "disgust"),
+                              RECIPES / "meld.toml"))
+    if emorynlp is not None:
+        out.append(CorpusSpec("emorynlp", f"emorynlp:{emorynlp / 'emorynlp_train_final.csv'}",
+                              f"emorynlp:{emorynlp / 'emorynlp_dev_final.csv'}", ("sad", "powerful"),
+                              RECIPES / "emorynlp.toml"))
+    return out
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run."""
+
+    corpus: CorpusSpec
+    variant: str
+    seed: int
+    settings: dict[str, Any] = field(hash=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.corpus.name}__{self.variant}__seed{self.seed}"
+
+
+def job_config(job: Job, runs_dir: Path) -> dict[str, Any]:
+    """The run's full configuration (recipe, then the variant's settings, then the seed)."""
+    from cberl_model.train.config import TrainConfig
+
+    base = TrainConfig.from_file(job.corpus.recipe) if job.corpus.recipe else TrainConfig()
+    config = base.updated({**job.settings, "seed": job.seed, "encoder_seed": job.seed,
+                           "train": job.corpus.train, "dev": job.corpus.dev, "progress": False,
+                           "run_dir": str(runs_dir / job.corpus.name / job.variant / f"seed{job.seed}")})
+    return config.to_dict()
+
+
+def _fingerprint(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def result_path(job: Job, runs_dir: Path) -> Path:
+    return runs_dir / "results" / f"{job.key}.json"
+
+
+def finished(job: Job, runs_dir: Path) -> dict[str, Any] | None:
+    """The stored result of ``job`` if it ran with exactly this configuration."""
+    path = result_path(job, runs_dir)
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    return stored if stored.get("fingerprint") == _fingerprint(job_config(job, runs_dir)) else None
+
+
+def run_chain(jobs: Sequence[Job], runs_dir: Path) -> list[dict[str, Any]]:
+    """Run jobs in order in this process (one torch thread), saving each result as it ends."""
+    import torch
+
+    from cberl_model.cli import setup_logging
+    from cberl_model.train.config import TrainConfig
+    from cberl_model.train.pipeline import run_training
+
+    setup_logging()
+    torch.set_num_threads(1)
+    results = []
+    for job in jobs:
+        done = finished(job, runs_dir)
+        if done is None:
+            config = job_config(job, runs_dir)
+            log.info("training %s", job.key)
+            started = time.perf_counter()
+            metrics = run_training(TrainConfig().updated(config))
+            done = {"key": job.key, "corpus": job.corpus.name, "variant": job.variant,
+                    "seed": job.seed, "fingerprint": _fingerprint(config), "config": config,
+                    "dev": metrics["dev"], "dev_revision0": metrics["dev_revision0"],
+                    "best_epoch": metrics["best_epoch"],
+                    "seconds": time.perf_counter() - started}
+            path = result_path(job, runs_dir)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(done, indent=2) + "\n")
+        else:
+            log.info("skipping %s (finished with the same configuration)", job.key)
+        results.append(done)
+    return results
+
+
+def run_jobs(jobs: Sequence[Job], runs_dir: Path, workers: int) -> list[dict[str, Any]]:
+    """Run every job, ``workers`` chains (same corpus and seed) at a time; in-process if 1."""
+    chains: dict[tuple[str, int], list[Job]] = {}
+    for job in jobs:
+        chains.setdefault((job.corpus.name, job.seed), []).append(job)
+    if workers <= 1:
+        return [r for chain in chains.values() for r in run_chain(chain, runs_dir)]
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the workers: one core each
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_chain, chain, runs_dir) for chain in chains.values()]
+        return [r for future in futures for r in future.result()]
+
+
+def summarise(results: Sequence[dict[str, Any]], minority: Sequence[str]) -> dict[str, Any]:
+    """Mean and std (over seeds) in percent of the headline metrics and every class's F1."""
+    reports = [r["dev"] for r in results]
+    rows = {"weighted_f1": [r["weighted_f1"] for r in reports],
+            "macro_f1": [r["macro_f1"] for r in reports],
+            **{f"{m}_f1": [r["per_class"][m]["f1"] for r in reports] for m in minority}}
+    per_class = {c: [r["per_class"][c]["f1"] for r in reports] for c in reports[0]["per_class"]}
+    stat = lambda v: {"mean": 100 * float(np.mean(v)), "std": 100 * float(np.std(v)), "n": len(v)}  # noqa: E731
+    return {"metrics": {k: stat(v) for k, v in rows.items()},
+            "per_class": {k: stat(v) for k, v in per_class.items()}}
+
+
+def summary_table(results: Sequence[dict[str, Any]], corpora: Sequence[CorpusSpec],
+                  names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{corpus: {variant: summary}}`` in the given variant order."""
+    out: dict[str, dict[str, Any]] = {}
+    for corpus in corpora:
+        out[corpus.name] = {}
+        for name in names:
+            runs = [r for r in results if r["corpus"] == corpus.name and r["variant"] == name]
+            if runs:
+                out[corpus.name][name] = summarise(runs, corpus.minority)
+    return out
+
+
+def markdown(table: dict[str, dict[str, Any]], corpora: Sequence[CorpusSpec],
+             descriptions: dict[str, str], header: str) -> str:
+    """One table per corpus: variants as rows, mean +- std as cells."""
+    out = [header, ""]
+    for corpus in corpora:
+        cols = ["weighted_f1", "macro_f1", *(f"{m}_f1" for m in corpus.minority)]
+        out += [f"### {corpus.name} dev", "",
+                "| variant | " + " | ".join(c.replace("_", " ") for c in cols) + " | seeds |",
+                "|---" * (len(cols) + 2) + "|"]
+        for name, summary in table[corpus.name].items():
+            cells = [f"{summary['metrics'][c]['mean']:.2f} ± {summary['metrics'][c]['std']:.2f}"
+                     for c in cols]
+            n = summary["metrics"]["weighted_f1"]["n"]
+            out.append(f"| {descriptions.get(name, name)} | " + " | ".join(cells) + f" | {n} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot_per_class(table: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    """Grouped bars: per corpus, each class's F1 (mean, std as error bar) for every variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(table), 1, figsize=(14, 4.5 * len(table)), squeeze=False)
+    for ax, (corpus, variants) in zip(axes[:, 0], table.items(), strict=True):
+        classes = list(next(iter(variants.values()))["per_class"])
+        width = 0.8 / max(1, len(variants))
+        for i, (name, summary) in enumerate(variants.items()):
+            means = [summary["per_class"][c]["mean"] for c in classes]
+            stds = [summary["per_class"][c]["std"] for c in classes]
+            ax.bar(np.arange(len(classes)) + i * width, means, width, yerr=stds, label=name,
+                   capsize=1.5)
+        ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes)
+        ax.set_ylabel("dev F1 (%)")
+        ax.set_title(f"{corpus} dev: per-class F1")
+        ax.legend(fontsize=7, ncol=4)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_sweeps(items: Sequence[str]) -> dict[str, list[Any]]:
+    """``["focal_gamma=0,1,2"]`` -> ``{"focal_gamma": [0.0, 1.0, 2.0]}`` typed like the field.
+
+    Raises:
+        ValueError: On a malformed item or an unknown setting.
+    """
+    from cberl_model.train.config import TrainConfig
+
+    defaults = TrainConfig().to_dict()
+    sweeps: dict[str, list[Any]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        if not sep or name not in defaults or not values:
+            raise ValueError(f"--sweep {item!r}: expected SETTING=V1,V2,... with a TrainConfig setting")
+        kind = type(defaults[name])
+        sweeps[name] = [kind(v) for v in values.split(",")]
+    return sweeps
+
+
+def sweep_variants(sweeps: dict[str, list[Any]]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """One full-model variant per swept value, named ``setting=value``."""
+    return {f"{name}={value}": (f"{name} = {value}", {**FULL, name: value})
+            for name, values in sweeps.items() for value in values}
+
+
+def plot_sweeps(table: dict[str, dict[str, Any]], sweeps: dict[str, list[Any]],
+                corpora: Sequence[CorpusSpec], path: Path, title: str) -> None:
+    """Per swept setting and corpus: weighted/macro/minority F1 against the value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(corpora), len(sweeps), figsize=(5.5 * len(sweeps), 4 * len(corpora)),
+                             squeeze=False)
+    for row, corpus in enumerate(corpora):
+        for col, (name, values) in enumerate(sweeps.items()):
+            ax = axes[row, col]
+            done = [v for v in values if f"{name}={v}" in table[corpus.name]]
+            for metric in ["weighted_f1", "macro_f1", *(f"{m}_f1" for m in corpus.minority)]:
+                stats = [table[corpus.name][f"{name}={v}"]["metrics"][metric] for v in done]
+                ax.errorbar(done, [s["mean"] for s in stats], yerr=[s["std"] for s in stats],
+                            marker="o", capsize=3, label=metric.replace("_", " "))
+            ax.set_xlabel(name)
+            ax.set_ylabel("dev F1 (%)")
+            ax.set_title(f"{corpus.name}: {name}")
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--meld", type=Path, help="folder with MELD's CSVs")
+    parser.add_argument("--emorynlp", type=Path, help="folder with EmoryNLP's CSVs")
+    parser.add_argument("--corpora", nargs="+", choices=["meld", "emorynlp"],
+                        help="subset of the corpora given (default: all given)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: all")
+    parser.add_argument("--sweep", action="append", default=[], metavar="SETTING=V1,V2,...",
+                        help="sensitivity sweep of the full model instead of the ablation")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, help="CBERL epochs (default: the recipe's)")
+    parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
+                        help="override any TrainConfig setting in every run (JSON value)")
+    parser.add_argument("--jobs", type=int, default=1, help="chains (corpus, seed) run in parallel")
+    parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
+    parser.add_argument("--out", type=Path, help="output stem (default docs/ablation or docs/sensitivity)")
+    parser.add_argument("--title", default="", help="first line of the Markdown and figure titles")
+    args = parser.parse_args(argv)
+    from cberl_model.cli import setup_logging
+
+    setup_logging()
+    corpora = [c for c in standard_corpora(args.meld, args.emorynlp)
+               if args.corpora is None or c.name in args.corpora]
+    if not corpora:
+        parser.error("give --meld and/or --emorynlp (and --corpora among them)")
+    common: dict[str, Any] = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected SETTING=VALUE")
+        common[name] = json.loads(value)
+    if args.epochs is not None:
+        common["epochs"] = args.epochs
+    sweeps = parse_sweeps(args.sweep)
+    variants = sweep_variants(sweeps) if sweeps else {
+        name: VARIANTS[name] for name in (args.variants or VARIANTS)}
+    out = args.out or Path("docs/sensitivity" if sweeps else "docs/ablation")
+    jobs = [Job(corpus, name, seed, {**settings, **common})
+            for seed in args.seeds for corpus in corpora for name, (_, settings) in variants.items()]
+    started = time.perf_counter()
+    results = run_jobs(jobs, args.runs, args.jobs)
+    table = summary_table(results, corpora, list(variants))
+    header = "\n".join(line for line in (
+        f"## {args.title}" if args.title else "",
+        f"Dev F1 (%), mean ± std over seeds {args.seeds}; corpora {[c.name for c in corpora]}; "
+        f"settings on top of each variant: {json.dumps(common) if common else 'none'}. "
+        f"Regenerate: `python benchmarks/ablation.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+    ) if line)
+    descriptions = {name: desc for name, (desc, _) in variants.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"title": args.title, "seeds": args.seeds, "common": common, "variants": variants,
+         "summary": table, "runs": results, "seconds": time.perf_counter() - started}, indent=2) + "\n")
+    text = markdown(table, corpora, descriptions, header)
+    out.with_suffix(".md").write_text(text)
+    figure_title = args.title or "CBERL ablation"
+    if sweeps:
+        plot_sweeps(table, sweeps, corpora, out.with_suffix(".png"), figure_title)
+    else:
+        plot_per_class(table, out.parent / f"{out.name}_per_class.png", figure_title)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
