@@ -13,6 +13,8 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
 from workers.events import CallEnded, UtteranceEvent
 
 log = logging.getLogger(__name__)
@@ -44,9 +46,15 @@ class CallSequencer:
         while self._slots and self._slots[0].done():
             slot = self._slots.popleft()
             factory = None if slot.cancelled() or slot.exception() else slot.result()
-            if factory is not None:
-                self._publish(factory(self.next_seq))
-                self.next_seq += 1
+            if factory is None:
+                continue
+            try:
+                event = factory(self.next_seq)
+            except ValidationError as exc:  # e.g. non-finite features: report, keep the call going
+                log.error("call %s: dropped an utterance that breaks the contract: %s", self.call_id, exc)
+                continue
+            self._publish(event)
+            self.next_seq += 1
         if not self._slots:
             self._idle.set()
 
