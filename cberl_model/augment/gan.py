@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from cberl_model.augment.diagnostics import SyntheticDiagnostics, diagnose
 from cberl_model.augment.gan_networks import MultimodalGAN
 from cberl_model.augment.placement import (
     UtteranceIndex,
@@ -183,6 +184,16 @@ class MultimodalGANAugmenter:
                 for m, v in fake.items()}
 
 
+def _diagnostics(feats: dict[str, np.ndarray], labels: np.ndarray, complete: np.ndarray,
+                 samples: dict[str, np.ndarray], classes: np.ndarray,
+                 rng: np.random.Generator, limit: int = 3000) -> SyntheticDiagnostics:
+    """:func:`diagnose` on at most ``limit`` real and synthetic rows (seconds, not minutes)."""
+    real = rng.permutation(complete)[:limit]
+    fake = rng.permutation(len(classes))[:limit]
+    return diagnose(np.concatenate([feats[m][real] for m in feats], 1), labels[real],
+                    np.concatenate([samples[m][fake] for m in feats], 1), classes[fake])
+
+
 def complete_rows(present: dict[str, np.ndarray]) -> np.ndarray:
     """Indices of rows that have every modality."""
     return np.flatnonzero(np.logical_and.reduce(list(present.values())))
@@ -215,4 +226,7 @@ def gan_augment(conversations: list[ConversationFeatures], num_classes: int, rat
     samples = augmenter.generate({m: x[sources] for m, x in feats.items()}, classes, rng)
     log.info("GAN augmentation: %d synthetic utterances (%s per class)", len(classes),
              np.bincount(classes, minlength=num_classes).tolist())
+    if len(classes):
+        log.info("GAN samples vs real ones: %s", _diagnostics(feats, index.label, complete, samples,
+                                                             classes, rng))
     return place_synthetic(conversations, index, hosts, classes, samples)

@@ -12,6 +12,8 @@ smallest such distance about 0.6x (asserted >= 0.2x; a copy gives 0).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +82,7 @@ def flat(conversations: list[ConversationFeatures], modalities: tuple[str, ...]
     return np.stack([r[0] for r in rows]), np.array([r[1] for r in rows])
 
 
-FAST_GAN = GANConfig(epochs=40, batch_size=64)
+FAST_GAN = GANConfig(epochs=40, batch_size=64, hidden_dim=64)
 
 
 # --------------------------------------------------------------------------- placement
@@ -278,3 +280,22 @@ def test_only_training_conversations_are_augmented(augment: str, tiny_corpora, t
     dev_labelled = sum(u.label is not None for u in read_jsonl(dev).utterances())
     assert sum(v["support"] for v in metrics["dev"]["per_class"].values()) == dev_labelled
     assert json.loads((tmp_path / "run" / "config.json").read_text())["augment"] == augment
+
+
+def test_train_cli_augments_with_the_gan(tiny_corpora, tmp_path: Path):
+    train, dev = tiny_corpora
+    root = Path(__file__).resolve().parents[2]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(root),
+           "OMP_NUM_THREADS": "1", "CBERL_CACHE_DIR": str(tmp_path / "cache")}
+    args = [sys.executable, "-m", "cberl_model.train", "--train", f"jsonl:{train}", "--dev",
+            f"jsonl:{dev}", "--run-dir", "run", "--epochs", "1", "--latent-dim", "16",
+            "--lstm-hidden", "8", "--gat-heads", "2", "--gan-epochs", "2", "--augment-ratio", "0.5",
+            "--no-progress"]
+    done = subprocess.run([*args, "--augment", "gan"], cwd=tmp_path, env=env, text=True,
+                          capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "GAN augmentation:" in done.stderr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["augment_ratio"] == 0.5
+    bad = subprocess.run([*args, "--augment", "mixup"], cwd=tmp_path, env=env, text=True,
+                         capture_output=True, timeout=600)
+    assert bad.returncode == 2 and "unknown augmentation 'mixup'" in bad.stderr

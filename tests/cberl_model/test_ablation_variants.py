@@ -1,0 +1,141 @@
+"""The ablation's switches and ``benchmarks/ablation.py`` (variants, resuming, outputs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from cberl_model.nn import CBERL, CBERLConfig
+from cberl_model.train.config import TrainConfig
+from cberl_model.train.loop import ObjectiveWeights, Stage, Trainer
+from cberl_model.windows import WindowBatch, evaluation_windows
+from tests.cberl_model.test_augment import clustered_corpus, write_feature_corpus
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ablation() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ablation", ROOT / "benchmarks" / "ablation.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ablation"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("recipe", ["meld", "emorynlp"])
+def test_every_variant_is_a_valid_config_that_changes_one_thing(ablation: ModuleType, recipe: str):
+    base = TrainConfig.from_file(ROOT / "cberl_model" / "recipes" / f"{recipe}.toml")
+    full = base.updated(ablation.FULL).to_dict()
+    assert full["augment"] == "gan" and full["focal_gamma"] == 2.0
+    expected_changes = {
+        "full": set(), "no-gan": {"augment"}, "oversample": {"augment"}, "smote": {"augment"},
+        "classweight": {"augment"}, "cross-entropy": {"focal_gamma"},
+        "no-masked-rec": {"mask_rate", "reconstruction_weight"}, "concat-fusion": {"fusion"},
+        "single-classifier": {"ensemble_members"}, "no-graph": {"use_graph"},
+        "recipe": {"augment", "focal_gamma"}}
+    assert set(ablation.VARIANTS) == set(expected_changes)
+    for name, (_, settings) in ablation.VARIANTS.items():
+        config = base.updated(settings).to_dict()
+        changed = {k for k in config if config[k] != full[k]}
+        assert changed == expected_changes[name], name
+
+
+def tiny_batch(modalities: tuple[str, ...] = ("text", "audio")) -> WindowBatch:
+    convs = clustered_corpus(0, modalities, conversations=4, present_rate=0.6)
+    return WindowBatch.collate(evaluation_windows(convs, 3, 1)[:12], 3, 1, 4.0)
+
+
+@pytest.mark.parametrize("switches", [
+    {"fusion": "concat"}, {"use_graph": False}, {"ensemble_members": 1},
+    {"mask_rate": 0.0, "target_mask_rate": 0.0}, {"fusion": "concat", "use_graph": False}])
+def test_ablated_networks_train(switches: dict[str, object]):
+    torch.manual_seed(0)
+    config = CBERLConfig(input_dims={"text": 16, "audio": 8}, num_classes=4, past=3, future=1,
+                         latent_dim=16, fusion_hidden=16, lstm_hidden=8, gat_heads=2, **switches)
+    model = CBERL(config)
+    trainer = Trainer(model, torch.nn.CrossEntropyLoss(), ObjectiveWeights(), 1e-2, 0.0,
+                      torch.device("cpu"), ("a", "b", "c", "d"))
+    batch = tiny_batch()
+    out = trainer.compute_forward(batch, Stage.TRAIN)
+    loss, parts = trainer.compute_objectives(out, batch, Stage.TRAIN)
+    assert torch.isfinite(loss)
+    loss.backward()
+    keys = set(model.state_dict())
+    assert any(k.startswith("graph.") for k in keys) == config.use_graph
+    assert any(k.startswith("fusion.decoders.") for k in keys) == (config.fusion == "djvae")
+    if config.fusion == "concat":
+        assert parts["kl"] == 0.0 and parts["vae_rec"] == 0.0
+    if config.mask_rate == 0.0:
+        assert parts["masked_rec"] == 0.0
+    assert model.predict_proba(batch).shape == (12, 4)
+
+
+def test_default_switches_build_the_saved_network():
+    torch.manual_seed(0)
+    dims = {"text": 16, "audio": 8}
+    default = CBERL(CBERLConfig(input_dims=dims, num_classes=4, past=3, future=1))
+    assert default.config.fusion == "djvae" and default.graph is not None
+    # An artifact written before the switches existed has no such keys: same network.
+    old_card = {k: v for k, v in default.config.to_dict().items() if k not in ("fusion", "use_graph")}
+    assert set(CBERL(CBERLConfig(**old_card)).state_dict()) == set(default.state_dict())
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        CBERL(CBERLConfig(input_dims=dims, num_classes=4, fusion="sum"))
+
+
+def test_sweep_parsing(ablation: ModuleType):
+    sweeps = ablation.parse_sweeps(["focal_gamma=0,2", "mask_rate=0.3"])
+    assert sweeps == {"focal_gamma": [0.0, 2.0], "mask_rate": [0.3]}
+    variants = ablation.sweep_variants(sweeps)
+    assert variants["focal_gamma=2.0"][1] == {**ablation.FULL, "focal_gamma": 2.0}
+    for bad in ("focal_gamma", "gamma=1", "focal_gamma="):
+        with pytest.raises(ValueError, match="expected SETTING"):
+            ablation.parse_sweeps([bad])
+
+
+def test_ablation_runs_resumes_and_reports(ablation: ModuleType, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch):
+    train = write_feature_corpus(tmp_path, "train", 20, 30)
+    dev = write_feature_corpus(tmp_path, "dev", 21, 8)
+    corpus = ablation.CorpusSpec("tiny", f"jsonl:{train}", f"jsonl:{dev}", ("fear", "disgust"))
+    tiny = {"epochs": 1, "latent_dim": 16, "lstm_hidden": 8, "gat_heads": 2, "gan_epochs": 1,
+            "cache_dir": str(tmp_path / "cache")}
+    names = ["full", "concat-fusion"]
+    jobs = [ablation.Job(corpus, n, s, {**ablation.VARIANTS[n][1], **tiny}) for s in (0, 1) for n in names]
+    runs = tmp_path / "runs"
+    results = ablation.run_jobs(jobs, runs, 1)
+    assert [r["key"] for r in results] == [j.key for j in jobs]
+    assert all((runs / "results" / f"{j.key}.json").is_file() for j in jobs)
+    # A second invocation trains nothing; a changed setting re-runs that job.
+    import cberl_model.train.pipeline as pipeline
+
+    def refuse(config: TrainConfig) -> dict:
+        raise AssertionError(f"re-trained {config.run_dir}")
+
+    monkeypatch.setattr(pipeline, "run_training", refuse)
+    assert ablation.run_jobs(jobs, runs, 1) == results
+    changed = ablation.Job(corpus, "full", 0, {**jobs[0].settings, "epochs": 2})
+    with pytest.raises(AssertionError, match="re-trained"):
+        ablation.run_jobs([changed], runs, 1)
+    # Reports: mean +- std over the two seeds, per-class bars.
+    table = ablation.summary_table(results, [corpus], names)
+    full = table["tiny"]["full"]["metrics"]
+    seeds = [100 * r["dev"]["weighted_f1"] for r in results if r["variant"] == "full"]
+    assert full["weighted_f1"]["mean"] == pytest.approx(np.mean(seeds))
+    assert full["weighted_f1"]["n"] == 2
+    text = ablation.markdown(table, [corpus], {"full": "full model"}, "## smoke")
+    assert "| full model | " in text and "fear f1" in text and text.startswith("## smoke")
+    png = tmp_path / "bars.png"
+    ablation.plot_per_class(table, png, "t")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    stored = json.loads((runs / "results" / f"{jobs[0].key}.json").read_text())
+    assert stored["config"]["augment"] == "gan" and stored["config"]["seed"] == 0
