@@ -9,7 +9,10 @@ Routes (JSON in, JSON out; errors are ``{"error": message}`` with a 4xx status):
 - ``POST /v1/calls/{id}/join`` ``{"sdp", "type": "offer", "token"}`` -> the answer.
 - ``POST /v1/calls/{id}/leave`` ``{"token"}``; ``POST /v1/calls/{id}/end`` ``{"token"}``.
 - ``GET /v1/calls/{id}`` (``Authorization: Bearer``): participants and media offsets.
-- ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+- ``GET /v1/calls/{id}/emotions?token=&from=``: the call's transcript and emotion events,
+  replayed then live, as Server-Sent Events or a WebSocket (:mod:`streamer.subscriptions`).
+- ``GET /v1/model``: the model's id, labels and feature spec.
+- ``GET /``: the call page (``streamer/web``); ``GET /healthz``, ``/readyz``, ``/metrics``.
 
 Signaling follows aiortc's server example: validate the offer, create the peer
 connection, register handlers, answer; a per-connection id in every log line; close on
@@ -23,6 +26,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -42,7 +46,9 @@ from streamer.recognizer import SegmentRecognizer
 from streamer.sequencer import CallSequencer
 from streamer.settings import StreamerSettings
 from streamer.signaling import OfferError, parse_offer
+from streamer.subscriptions import serve_subscription
 from streamer.tokens import TokenClaims, TokenError, issue_token, verify_token
+from streamer.transcripts import TranscriptWriter
 from streamer.vad import VadParams
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,8 @@ CALLS = web.AppKey("calls", CallRegistry)
 PUBLISHER = web.AppKey("publisher", UtterancePublisher)
 RECOGNIZER = web.AppKey("recognizer", SegmentRecognizer)
 REDIS = web.AppKey("redis", aioredis.Redis)
+TRANSCRIPTS = web.AppKey("transcripts", TranscriptWriter)
+WEB_DIR = Path(__file__).resolve().parent / "web"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -269,6 +277,21 @@ async def describe_call(request: web.Request) -> web.Response:
     return web.json_response(call.describe())
 
 
+async def subscribe(request: web.Request) -> web.StreamResponse:
+    """The call's events for a subscriber (works for ended calls and on any replica)."""
+    call_id = request.match_info["call_id"]
+    _any_role(request, {"token": request.query.get("token")}, call_id)
+    return await serve_subscription(request, request.app[REDIS], call_id)
+
+
+async def model_card(request: web.Request) -> web.Response:
+    return web.json_response(request.app[RECOGNIZER].model_card)
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "index.html")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -301,8 +324,9 @@ def create_app(settings: StreamerSettings, recognizer: SegmentRecognizer) -> web
     app[METRICS] = metrics_
     app[CALLS] = CallRegistry(metrics_)
     app[RECOGNIZER] = recognizer
-    app[PUBLISHER] = UtterancePublisher(settings, metrics_)
     app[REDIS] = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    app[TRANSCRIPTS] = TranscriptWriter(app[REDIS], settings.call_stream_maxlen, settings.call_stream_ttl_s)
+    app[PUBLISHER] = UtterancePublisher(settings, metrics_, on_published=app[TRANSCRIPTS].submit)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post("/v1/calls", create_call)
@@ -311,6 +335,10 @@ def create_app(settings: StreamerSettings, recognizer: SegmentRecognizer) -> web
     app.router.add_post("/v1/calls/{call_id}/join", join)
     app.router.add_post("/v1/calls/{call_id}/leave", leave)
     app.router.add_post("/v1/calls/{call_id}/end", end_call)
+    app.router.add_get("/v1/calls/{call_id}/emotions", subscribe)
+    app.router.add_get("/v1/model", model_card)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", WEB_DIR)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -326,5 +354,6 @@ async def _on_shutdown(app: web.Application) -> None:
     for call in app[CALLS]:
         await app[CALLS].end(call, timeout_s=10.0)
     await app[PUBLISHER].close()
+    await app[TRANSCRIPTS].drain()
     await app[REDIS].aclose()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -35,9 +36,11 @@ _BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 class UtterancePublisher:
     """The gateway's one Kafka producer and its backlog."""
 
-    def __init__(self, settings: StreamerSettings, metrics: StreamerMetrics) -> None:
+    def __init__(self, settings: StreamerSettings, metrics: StreamerMetrics,
+                 on_published: Callable[[UtteranceEvent], None] | None = None) -> None:
         self._settings = settings
         self._metrics = metrics
+        self._on_published = on_published
         self._queue: asyncio.Queue[UtteranceEvent | CallEnded] = asyncio.Queue(settings.publish_backlog)
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -134,6 +137,9 @@ class UtterancePublisher:
                 continue
             self.error = None
             self.published += 1
-            if isinstance(event, UtteranceEvent) and event.end_of_speech_at is not None:
-                self._metrics.utterance_latency.observe((now_ms() - event.end_of_speech_at) / 1000)
+            if isinstance(event, UtteranceEvent):
+                if event.end_of_speech_at is not None:
+                    self._metrics.utterance_latency.observe((now_ms() - event.end_of_speech_at) / 1000)
+                if self._on_published is not None:
+                    self._on_published(event)
             return

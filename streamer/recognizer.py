@@ -55,7 +55,10 @@ class SegmentRecognizer:
     """
 
     def __init__(self, transcriber: Transcriber, featurizers: FeaturizerSet,
-                 max_no_speech_prob: float = 0.6, threads: int = 1) -> None:
+                 max_no_speech_prob: float = 0.6, threads: int = 1,
+                 model_card: dict[str, object] | None = None) -> None:
+        self.model_card = model_card or {}
+        """What ``GET /v1/model`` shows: model id, labels, feature spec id."""
         self._transcriber = transcriber
         self._featurizers = featurizers
         self._max_no_speech_prob = max_no_speech_prob
@@ -67,8 +70,10 @@ class SegmentRecognizer:
         artifact = load_artifact(settings.model_dir)
         transcriber = Transcriber(settings.whisper_model, settings.whisper_device, settings.whisper_beam_size)
         featurizers = FeaturizerSet.from_artifact(artifact, device=settings.whisper_device)
+        card = {"model_id": artifact.model_id, "labels": list(artifact.labels),
+                "feature_spec_id": featurizers.feature_spec_id, "modalities": list(featurizers.modalities)}
         return cls(transcriber, featurizers, settings.max_no_speech_prob,
-                   settings.asr_threads)
+                   settings.asr_threads, card)
 
     @property
     def feature_spec_id(self) -> str:

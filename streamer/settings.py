@@ -32,6 +32,8 @@ class StreamerSettings(BaseSettings):
     utterances_topic_partitions: int = Field(default=1, ge=1)
     publish_backlog: int = Field(default=10_000, ge=1)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    call_stream_maxlen: int = Field(default=10_000, ge=1, description="approximate cap of each call's stream")
+    call_stream_ttl_s: int = Field(default=3600, ge=1, description="a call's stream expires after this idle")
     model_dir: str | None = None
     whisper_model: str = DEFAULT_WHISPER_MODEL
     whisper_device: str = "auto"

@@ -22,8 +22,14 @@ DEAD_LETTER_TOPIC = "cberl-dead-letter"
 
 
 def emotion_stream_key(call_id: str) -> str:
-    """The capped Redis stream that holds every Emotion event of a call, for replay."""
+    """The capped Redis stream of a call, for replay: every Emotion event the workers emit
+    (field :data:`CALL_STREAM_EMOTION_FIELD`) and the transcript of every utterance the
+    streamer publishes (field :data:`CALL_STREAM_TRANSCRIPT_FIELD`), one field per entry."""
     return f"cberl:emotions:{call_id}"
+
+
+CALL_STREAM_EMOTION_FIELD = "event"
+CALL_STREAM_TRANSCRIPT_FIELD = "utterance"
 
 
 def now_ms() -> int:
@@ -109,6 +115,27 @@ class EmotionEvent(_Event):
     model_id: str
     latency_ms: float | None = Field(default=None, description="end of speech -> emit")
     emitted_at: int = Field(default_factory=now_ms)
+
+
+class TranscriptEntry(BaseModel):
+    """An utterance as subscribers see it: who said what, when (no feature vectors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    call_id: str
+    utterance_id: str
+    seq: int = Field(ge=0)
+    speaker_id: str
+    speaker_name: str = ""
+    start_ms: int = Field(ge=0)
+    end_ms: int = Field(ge=0)
+    text: str = ""
+    asr_confidence: float | None = None
+
+    @classmethod
+    def of(cls, event: UtteranceEvent) -> TranscriptEntry:
+        return cls(**event.model_dump(include=set(cls.model_fields) - {"schema_version"}))
 
 
 UtterancesMessage = Annotated[UtteranceEvent | CallEnded, Field(discriminator="type")]

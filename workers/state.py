@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, TimeoutError
 
 from cberl_model.inference import CallState
-from workers.events import EmotionEvent, emotion_stream_key
+from workers.events import CALL_STREAM_EMOTION_FIELD, EmotionEvent, emotion_stream_key
 from workers.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ class CallStore:
             async with self.client.pipeline(transaction=False) as pipe:
                 for event in events:
                     key = emotion_stream_key(event.call_id)
-                    pipe.xadd(key, {"event": event.model_dump_json()},
+                    pipe.xadd(key, {CALL_STREAM_EMOTION_FIELD: event.model_dump_json()},
                               maxlen=self.stream_maxlen, approximate=True)
                 for call_id in {e.call_id for e in events}:
                     pipe.expire(emotion_stream_key(call_id), self.ttl_s)
