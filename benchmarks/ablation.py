@@ -10,8 +10,9 @@ gamma 2) and then one thing changed; ``recipe`` is the current default recipe it
 Sweeps vary one setting of the full model at a time.
 
 Resumable: each run's dev report is written to ``RUNS/results/`` as soon as it finishes,
-with the exact configuration it ran; a later invocation skips every run whose stored
-configuration is identical (so changing ``--epochs`` or ``--set`` re-runs). Runs of one
+named by a hash of its exact configuration; a later invocation skips every run whose
+configuration was already run (so changing ``--epochs`` or ``--set`` re-runs, and a sweep
+point equal to the full model reuses the ablation's run). Runs of one
 corpus and seed form a chain executed in order in one process (the first adapts the text
 encoder, the rest reuse its cache); chains run ``--jobs`` at a time, one torch thread each.
 
@@ -112,20 +113,23 @@ def job_config(job: Job, runs_dir: Path) -> dict[str, Any]:
 
 
 def _fingerprint(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    """Hash of what determines a run's result (not where it writes or whether it prints)."""
+    relevant = {k: v for k, v in config.items() if k not in ("run_dir", "progress")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def result_path(job: Job, runs_dir: Path) -> Path:
-    return runs_dir / "results" / f"{job.key}.json"
+    """Named by configuration, so a sweep point equal to an ablation variant reuses its run."""
+    fingerprint = _fingerprint(job_config(job, runs_dir))
+    return runs_dir / "results" / f"{job.corpus.name}__seed{job.seed}__{fingerprint}.json"
 
 
 def finished(job: Job, runs_dir: Path) -> dict[str, Any] | None:
-    """The stored result of ``job`` if it ran with exactly this configuration."""
+    """The stored result of a run with exactly ``job``'s configuration, labelled as ``job``."""
     path = result_path(job, runs_dir)
     if not path.is_file():
         return None
-    stored = json.loads(path.read_text())
-    return stored if stored.get("fingerprint") == _fingerprint(job_config(job, runs_dir)) else None
+    return {**json.loads(path.read_text()), "key": job.key, "variant": job.variant}
 
 
 def run_chain(jobs: Sequence[Job], runs_dir: Path) -> list[dict[str, Any]]:
@@ -180,7 +184,11 @@ def summarise(results: Sequence[dict[str, Any]], minority: Sequence[str]) -> dic
             "macro_f1": [r["macro_f1"] for r in reports],
             **{f"{m}_f1": [r["per_class"][m]["f1"] for r in reports] for m in minority}}
     per_class = {c: [r["per_class"][c]["f1"] for r in reports] for c in reports[0]["per_class"]}
-    stat = lambda v: {"mean": 100 * float(np.mean(v)), "std": 100 * float(np.std(v)), "n": len(v)}  # noqa: E731
+
+    def stat(values: list[float]) -> dict[str, float]:
+        return {"mean": 100 * float(np.mean(values)), "std": 100 * float(np.std(values)),
+                "n": len(values)}
+
     return {"metrics": {k: stat(v) for k, v in rows.items()},
             "per_class": {k: stat(v) for k, v in per_class.items()}}
 

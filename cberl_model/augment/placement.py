@@ -22,6 +22,7 @@ How many samples each class gets is :func:`class_deficits`: every class is toppe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -95,7 +96,8 @@ def choose_hosts(index: UtteranceIndex, deficits: np.ndarray,
         if k == 0:
             continue
         members = np.flatnonzero(index.label == c)
-        order = np.concatenate([rng.permutation(members) for _ in range(-(-int(k) // len(members)))])
+        rounds = math.ceil(int(k) / len(members))
+        order = np.concatenate([rng.permutation(members) for _ in range(rounds)])
         hosts.append(order[:k])
         classes.append(np.full(int(k), c))
     if not hosts:
