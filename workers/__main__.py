@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import logging.config
 import sys
 from typing import Any
 
@@ -107,7 +108,7 @@ def build_worker(settings: WorkerSettings) -> faust.Worker:
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(argv)
-        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logging.config.dictConfig(logging_config(settings.log_level, settings.log_json))
         print(json.dumps({"effective_config": settings.masked()}), flush=True)
         asyncio.run(check_backends(settings))
         worker = build_worker(settings)
