@@ -1,16 +1,9 @@
 #!/usr/bin/env bash
-# The project's run command. Until the live service lands, it trains the MELD model with
-# the default recipe (run directory: runs/meld). MELD_DIR points at MELD's CSVs.
+# The project's run command: set up .venv if needed, then start the embedded stack on
+# 127.0.0.1 (tansu broker, redis-server, a recognizer worker with the bundled default model,
+# the streamer and its web page). Ctrl-C stops everything. Flags: python -m deploy.embedded --help
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/deploy/bootstrap.sh"
 cd "$root"
-meld="${MELD_DIR:-$root/../shared/data/meld}"
-if [ ! -f "$meld/train_sent_emo.csv" ] || [ ! -f "$meld/dev_sent_emo.csv" ]; then
-    echo "error: MELD CSVs not found in $meld (set MELD_DIR to the folder holding" \
-         "train_sent_emo.csv and dev_sent_emo.csv)" >&2
-    exit 2
-fi
-exec "$root/.venv/bin/python" -m cberl_model.train --config cberl_model/recipes/meld.toml \
-    --train "meld:$meld/train_sent_emo.csv" --dev "meld:$meld/dev_sent_emo.csv" \
-    --run-dir runs/meld "$@"
+exec "$root/.venv/bin/python" -m deploy.embedded "$@"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system programs the stack and its tests run: redis-server (state store),
 # espeak-ng/sox/ffmpeg (speech and media for tests and the corpus builder), chromium and
-# chromedriver (the web page's browser test). Debian/Ubuntu only; a no-op when all are there.
+# chromedriver, iproute2 (the web page's browser test). Debian/Ubuntu only; a no-op when all are there.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
@@ -10,6 +10,7 @@ command -v sox >/dev/null || need+=(sox)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v ip >/dev/null || need+=(iproute2)  # the browser test's loopback-only namespace
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "error: missing system packages: ${need[*]} (install them with your package manager)" >&2
