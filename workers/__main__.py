@@ -98,9 +98,9 @@ def build_worker(settings: WorkerSettings) -> faust.Worker:
     register_agents(app, settings, BatchProcessor(recognizer, store, sink, settings, metrics), metrics)
     if settings.metrics_port:
         try:
-            metrics.serve(settings.metrics_port)
+            metrics.serve(settings.metrics_port, settings.metrics_host)
         except OSError as exc:
-            raise UserError(f"metrics port 127.0.0.1:{settings.metrics_port}: {exc}") from None
+            raise UserError(f"metrics port {settings.metrics_host}:{settings.metrics_port}: {exc}") from None
     return faust.Worker(app, loglevel=settings.log_level,
                         logging_config=logging_config(settings.log_level, settings.log_json))
 

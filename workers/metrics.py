@@ -35,7 +35,7 @@ class WorkerMetrics:
         self.consumer_lag = Gauge("cberl_worker_consumer_lag", "highwater minus position, per partition",
                                   ["partition"], registry=r)
 
-    def serve(self, port: int) -> None:
-        """Serve ``/metrics`` on 127.0.0.1:``port`` (in a daemon thread)."""
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
-        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Serve ``/metrics`` on ``host``:``port`` (in a daemon thread)."""
+        start_http_server(port, addr=host, registry=self.registry)
+        log.info("metrics on http://%s:%d/metrics", host, port)

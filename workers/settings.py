@@ -50,7 +50,8 @@ class WorkerSettings(BaseSettings):
     fetch_max_wait_ms: int | None = Field(None, ge=1, description="tansu: 20, kafka: 500")
 
     # -- operations -------------------------------------------------------------------
-    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics on 127.0.0.1; 0 = off")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 = off")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics binds (0.0.0.0 in a pod)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
 
