@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_predict
 from sklearn.neighbors import NearestNeighbors
-from sklearn.preprocessing import StandardScaler
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,9 @@ class SyntheticDiagnostics:
     Attributes:
         intended_rate: Fraction of synthetic samples that an independent classifier
             (logistic regression fitted on the real samples) labels as intended.
-        real_recall: The same classifier's recall on real samples of the same classes
-            (weighted like the synthetic ones): what "as recognisable as real data" means.
+        real_recall: Recall of such a classifier on real samples of the same classes that
+            it was not fitted on (3-fold cross-validation), weighted like the synthetic
+            ones: how recognisable real data of those classes is.
         min_nn_distance: Smallest distance from a synthetic sample to any real sample.
         median_nn_distance: Median of those nearest-neighbour distances.
         median_real_nn_distance: Median distance from a real sample of those classes to
@@ -40,14 +41,19 @@ def diagnose(real: np.ndarray, real_labels: np.ndarray, synthetic: np.ndarray,
              synthetic_labels: np.ndarray, seed: int = 0) -> SyntheticDiagnostics:
     """Score synthetic samples against real ones (rows = samples, features concatenated).
 
-    Distances are Euclidean in the real samples' standardised space.
+    Distances are Euclidean in the real samples' standardised space. A dimension that is
+    (nearly) constant in the real samples is scaled by a floor (1% of the median
+    dimension's spread) rather than by its own tiny spread, which would blow any
+    synthetic deviation there up to dominate, or overflow, every distance.
     """
-    scaler = StandardScaler().fit(real)
-    real_s, synthetic_s = scaler.transform(real), scaler.transform(synthetic)
+    mean, std = real.mean(0), real.std(0)
+    scale = np.maximum(std, 0.01 * np.median(std) + 1e-12)
+    real_s, synthetic_s = (real - mean) / scale, (synthetic - mean) / scale
     classifier = LogisticRegression(max_iter=2000, random_state=seed).fit(real_s, real_labels)
     intended = float(np.mean(classifier.predict(synthetic_s) == synthetic_labels))
-    # Real recall, weighted by how many synthetic samples each class got.
-    predicted = classifier.predict(real_s)
+    # Held-out real recall, weighted by how many synthetic samples each class got.
+    predicted = cross_val_predict(LogisticRegression(max_iter=2000, random_state=seed), real_s,
+                                  real_labels, cv=3)
     weights = np.bincount(synthetic_labels, minlength=real_labels.max() + 1)
     recalls = [np.mean(predicted[real_labels == c] == c) for c in np.flatnonzero(weights)]
     real_recall = float(np.average(recalls, weights=weights[weights > 0]))

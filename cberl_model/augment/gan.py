@@ -94,6 +94,9 @@ class MultimodalGANAugmenter:
         self.config = config
         self.mean = {m: x.mean(0) for m, x in features.items()}
         self.std = {m: x.std(0) + 1e-4 for m, x in features.items()}
+        # Dimensions that are constant in the real data (some pooled encoder outputs are)
+        # stay constant in generated samples: any variation there would mark them synthetic.
+        self.constant = {m: x.std(0) < 1e-6 for m, x in features.items()}
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.gan = MultimodalGAN({m: x.shape[1] for m, x in features.items()}, num_classes,
@@ -180,8 +183,10 @@ class MultimodalGANAugmenter:
         noise = torch.from_numpy(rng.standard_normal((len(targets), self.config.noise_dim))
                                  .astype(np.float32))
         fake = self.gan.translate(x, torch.from_numpy(targets).long(), noise)
-        return {m: (v.numpy() * self.std[m] + self.mean[m]).astype(np.float32)
-                for m, v in fake.items()}
+        out = {m: (v.numpy() * self.std[m] + self.mean[m]).astype(np.float32) for m, v in fake.items()}
+        for m, constant in self.constant.items():
+            out[m][:, constant] = self.mean[m][constant]
+        return out
 
 
 def _diagnostics(feats: dict[str, np.ndarray], labels: np.ndarray, complete: np.ndarray,
