@@ -29,6 +29,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -346,11 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results = run_jobs(jobs, args.runs, args.jobs)
     table = summary_table(results, corpora, list(variants))
+    command = shlex.join(argv if argv is not None else sys.argv[1:])
     header = "\n".join(line for line in (
         f"## {args.title}" if args.title else "",
         f"Dev F1 (%), mean ± std over seeds {args.seeds}; corpora {[c.name for c in corpora]}; "
         f"settings on top of each variant: {json.dumps(common) if common else 'none'}. "
-        f"Regenerate: `python benchmarks/ablation.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"Regenerate: `python benchmarks/ablation.py {command}`",
     ) if line)
     descriptions = {name: desc for name, (desc, _) in variants.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
