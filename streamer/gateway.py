@@ -7,7 +7,8 @@ Routes (JSON in, JSON out; errors are ``{"error": message}`` with a 4xx status):
 - ``POST /v1/calls/{id}/participants`` ``{"name", "token"}`` -> a new participant token
   (any valid token of the call may invite).
 - ``POST /v1/calls/{id}/join`` ``{"sdp", "type": "offer", "token"}`` -> the answer.
-- ``POST /v1/calls/{id}/leave`` ``{"token"}``; ``POST /v1/calls/{id}/end`` ``{"token"}``.
+- ``POST /v1/calls/{id}/leave`` ``{"token"}``; ``POST /v1/calls/{id}/end`` ``{"token"}``
+  (participant tokens only: subscribers read and may invite, never end a call).
 - ``GET /v1/calls/{id}`` (``Authorization: Bearer``): participants and media offsets.
 - ``GET /v1/calls/{id}/emotions?token=&from=``: the call's transcript and emotion events,
   replayed then live, as Server-Sent Events or a WebSocket (:mod:`streamer.subscriptions`).
@@ -261,9 +262,10 @@ async def leave(request: web.Request) -> web.Response:
 
 
 async def end_call(request: web.Request) -> web.Response:
+    """Participants may end their call; a subscriber token only reads (and invites)."""
     call = _call(request)
     body = await _body(request)
-    _any_role(request, body, call.call_id)
+    verify_token(request.app[SETTINGS].secret(), _token(request, body), call.call_id, "participant")
     participants = len(call.participants)
     ended = await request.app[CALLS].end(call)
     request.app[METRICS].active_participants.dec(participants)

@@ -206,6 +206,7 @@ async function start(event) {
     setStatus(`Connecting to call ${state.callId}…`);
     state.pc = await connect(state.callId, state.token, $("camera").checked);
     $("leave").hidden = false;
+    $("end").hidden = false;
   } catch (err) {
     setStatus(`Could not join: ${err.message}`);
     $("start").disabled = false;
@@ -215,10 +216,20 @@ async function start(event) {
 async function leave() {
   try { await api(`/v1/calls/${state.callId}/leave`, { token: state.token }); } catch (_) { /* gone */ }
   state.pc?.close();
-  state.events?.close();
   $("leave").hidden = true;
+  $("end").hidden = true;
   $("start").disabled = false;
-  setStatus("You left the call.");
+  setStatus("You left the call; its labels keep arriving below.");
+}
+
+async function endCall() {
+  await leave();
+  try {
+    await api(`/v1/calls/${state.callId}/end`, { token: state.token });
+    setStatus("Call ended; every label is final once the last ones arrive.");
+  } catch (err) {
+    setStatus(`Could not end the call: ${err.message}`);
+  }
 }
 
 async function init() {
@@ -226,6 +237,7 @@ async function init() {
   if (params.get("call")) $("start").textContent = "Join the call";
   $("join-form").addEventListener("submit", start);
   $("leave").addEventListener("click", leave);
+  $("end").addEventListener("click", endCall);
   $("copy-invite").addEventListener("click", () => navigator.clipboard?.writeText($("invite-link").value));
   window.addEventListener("resize", drawTimelines);
   const info = await fetch("/v1/model").then((r) => (r.ok ? r.json() : null)).catch(() => null);

@@ -44,7 +44,9 @@ async def test_two_participants_ordered_attributed_transcribed(gateway: Gateway,
                                            grace_s=1.0)) for name in ("alice", "bob")]
     offsets = await _offsets(gateway, call_id, call["subscriber_token"], 2)
     await asyncio.gather(*joins)
-    status, ended = await gateway.post(f"/v1/calls/{call_id}/end", {"token": call["subscriber_token"]})
+    status, refused = await gateway.post(f"/v1/calls/{call_id}/end", {"token": call["subscriber_token"]})
+    assert status == 403, refused  # subscribers read; only participants end a call
+    status, ended = await gateway.post(f"/v1/calls/{call_id}/end", {"token": tokens["alice"]})
     assert status == 200, ended
 
     utterances, call_ended = await read_call(gateway.settings.broker_bootstrap_servers, call_id)
@@ -73,7 +75,7 @@ async def test_hangup_mid_sentence_flushes_partial_utterance(gateway: Gateway, t
                     hangup_after_s=hangup_s)
     await asyncio.sleep(1.0)  # the server sees the hang-up (RTCP BYE), flushes, transcribes
     status, ended = await gateway.post(f"/v1/calls/{call['call_id']}/end",
-                                       {"token": call["subscriber_token"]})
+                                       {"token": call["participants"][0]["token"]})
     assert status == 200 and ended["last_seq"] == 0, ended
     utterances, _ = await read_call(gateway.settings.broker_bootstrap_servers, call["call_id"])
     assert len(utterances) == 1
