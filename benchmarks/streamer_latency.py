@@ -35,6 +35,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cberl_model.features.whisper_model import whisper_cpu_threads  # noqa: E402
 from streamer.join import create_call, join_call  # noqa: E402
 from tests.streamer.conftest import read_call  # noqa: E402
 from tests.streamer.speech import timeline_wav  # noqa: E402
@@ -128,8 +129,9 @@ def main(levels: list[int], out: Path) -> None:
                 "the producer; N one-participant calls at once, real aiortc clients in one process "
                 "on the same machine, espeak-ng script of 5 utterances in 21 s per participant",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "note": "2 shared CPU cores, other jobs running; clients share the CPU"},
-        "asr": "faster-whisper tiny.en int8 CPU, 1 thread, beam 1",
+                    "load_average_at_start": os.getloadavg()[0],
+                    "note": "the clients share the CPU with the gateway"},
+        "asr": f"faster-whisper tiny.en int8 CPU, {whisper_cpu_threads()} threads, beam 1",
         "vad_min_silence_ms": 250,
         "command": "python benchmarks/streamer_latency.py --levels " + " ".join(map(str, levels)),
         "levels": results,
