@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from cberl_model.features.face_pooling import pooled_faces
-from cberl_model.features.media import UtteranceMedia
+from cberl_model.features.face_pooling import PooledFaceFeaturizer
 
 FACE_HAAR = "opencv-haar-hog"
 MAX_SIDE = 320
@@ -23,7 +20,7 @@ def face_haar_version() -> str:
     return "1-opencv" + ".".join(cv2.__version__.split(".")[:2])
 
 
-class FaceHaarFeaturizer:
+class FaceHaarFeaturizer(PooledFaceFeaturizer):
     """Appearance of the largest frontal face: a fallback where MediaPipe is unavailable.
 
     Per frame: Viola-Jones frontal-face cascade (``haarcascade_frontalface_default``) on
@@ -34,7 +31,7 @@ class FaceHaarFeaturizer:
     model is trained with one or the other, never mixed.
     """
 
-    modality = "visual"
+    max_side = MAX_SIDE
     name = FACE_HAAR
 
     def __init__(self) -> None:
@@ -48,11 +45,6 @@ class FaceHaarFeaturizer:
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(dim={self.dim})"
-
-    def featurize(self, batch: Sequence[UtteranceMedia]) -> list[np.ndarray | None]:
-        """One ``(dim,)`` vector per utterance with a visible face, else ``None``."""
-        return [pooled_faces(m.frames, self._describe, MAX_SIDE) if len(m.frames) else None
-                for m in batch]
 
     def _describe(self, frame: np.ndarray) -> np.ndarray | None:
         import cv2

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from cberl_model.features.face_pooling import pooled_faces
-from cberl_model.features.media import UtteranceMedia
+from cberl_model.features.face_pooling import PooledFaceFeaturizer
 
 FACE_MESH = "mediapipe-face-mesh"
 MAX_SIDE = 640
@@ -31,7 +28,7 @@ def face_mesh_version() -> str:
     return f"1-mediapipe{mediapipe.__version__}"
 
 
-class FaceMeshFeaturizer:
+class FaceMeshFeaturizer(PooledFaceFeaturizer):
     """Expression geometry: 92 lip/eye/brow landmarks of the most prominent face.
 
     Per frame, the 468 mesh landmarks are put in pixel units, centred on their mean and
@@ -44,7 +41,7 @@ class FaceMeshFeaturizer:
     the frames handed in, never on earlier calls. One instance is not thread-safe.
     """
 
-    modality = "visual"
+    max_side = MAX_SIDE
     name = FACE_MESH
 
     def __init__(self) -> None:
@@ -59,11 +56,6 @@ class FaceMeshFeaturizer:
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(points={len(self.points)}, dim={self.dim})"
-
-    def featurize(self, batch: Sequence[UtteranceMedia]) -> list[np.ndarray | None]:
-        """One ``(dim,)`` vector per utterance with a visible face, else ``None``."""
-        return [pooled_faces(m.frames, self._describe, MAX_SIDE) if len(m.frames) else None
-                for m in batch]
 
     def _describe(self, frame: np.ndarray) -> np.ndarray | None:
         result = self.mesh.process(frame)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from cberl_model.features.media import FeaturizerError
+from cberl_model.features.media import FeaturizerError, UtteranceMedia
 
 FrameDescriptor = Callable[[np.ndarray], np.ndarray | None]
 """Per-frame face descriptor of an RGB frame, ``None`` when no face is found."""
@@ -47,3 +47,19 @@ def pooled_faces(frames: Sequence[np.ndarray], describe: FrameDescriptor,
     stack = np.stack(found)
     share = np.array([len(found) / len(frames)], dtype=np.float32)
     return np.concatenate([stack.mean(0), stack.std(0), share]).astype(np.float32)
+
+
+class PooledFaceFeaturizer:
+    """Base of the face featurizers: a per-frame descriptor (``_describe``), pooled over
+    the utterance's frames by :func:`pooled_faces` after shrinking them to ``max_side``."""
+
+    modality = "visual"
+    max_side: int
+
+    def featurize(self, batch: Sequence[UtteranceMedia]) -> list[np.ndarray | None]:
+        """One ``(dim,)`` vector per utterance with a visible face, else ``None``."""
+        return [pooled_faces(m.frames, self._describe, self.max_side) if len(m.frames) else None
+                for m in batch]
+
+    def _describe(self, frame: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
