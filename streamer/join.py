@@ -61,6 +61,14 @@ async def create_call(server: str, names: list[str]) -> dict[str, Any]:
         return await _post(session, f"{server}/v1/calls", {"participants": names})
 
 
+async def add_participant(server: str, call_id: str, name: str, invite_token: str) -> dict[str, Any]:
+    """``POST /v1/calls/{id}/participants``: a participant token for ``name``, minted with
+    any token of the call (the subscriber token ``--create`` prints works as an invite)."""
+    async with aiohttp.ClientSession() as session:
+        return await _post(session, f"{server}/v1/calls/{call_id}/participants",
+                           {"name": name, "token": invite_token})
+
+
 async def join_call(server: str, call_id: str, token: str, wav: Path, video: Path | None = None,
                     grace_s: float = 2.0, hangup_after_s: float | None = None, end_call: bool = False,
                     on_event: Callable[[dict[str, Any]], None] | None = None) -> JoinResult:
@@ -125,9 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m streamer.join", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default="http://127.0.0.1:8080", help="gateway base URL")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--call", help="join this call (needs --token)")
+    target.add_argument("--call", help="join this call (needs --token or --invite)")
     target.add_argument("--create", action="store_true", help="create a new call and join it")
-    parser.add_argument("--token", help="participant token for --call")
+    credential = parser.add_mutually_exclusive_group()
+    credential.add_argument("--token", help="participant token for --call")
+    credential.add_argument("--invite", help="any token of the call (e.g. the subscriber token --create "
+                                             "prints): mints a participant token for --name")
     parser.add_argument("--name", required=True, help="participant (speaker) name")
     parser.add_argument("--wav", required=True, type=Path, help="audio to stream (any ffmpeg format)")
     parser.add_argument("--video", type=Path, help="optional video file to stream alongside")
@@ -144,8 +155,10 @@ async def _main(args: argparse.Namespace) -> None:
         call_id, token = created["call_id"], created["participants"][0]["token"]
         header = {"call_id": call_id, "subscriber_token": created["subscriber_token"]}
     else:
+        if args.invite:
+            args.token = (await add_participant(server, args.call, args.name, args.invite))["token"]
         if not args.token:
-            raise JoinError("--call needs --token (a participant token of that call)")
+            raise JoinError("--call needs --token (a participant token) or --invite (any token of the call)")
         call_id, token, header = args.call, args.token, {"call_id": args.call}
     print(json.dumps({**header, "name": args.name}), flush=True)
     await join_call(server, call_id, token, args.wav, args.video, grace_s=args.grace_s,

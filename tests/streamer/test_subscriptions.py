@@ -12,7 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from streamer.gateway import PUBLISHER
-from streamer.tokens import issue_token
+from streamer.join import JoinError, add_participant, create_call
+from streamer.tokens import issue_token, verify_token
 from tests.streamer.conftest import Gateway
 from workers.events import (
     CALL_STREAM_EMOTION_FIELD,
@@ -156,3 +157,13 @@ async def test_model_card_and_page(gateway: Gateway) -> None:
     assert status == 200 and "<title>CBERL live" in page
     status, script = await gateway.get("/static/app.js")
     assert status == 200 and "EventSource" in script
+
+
+async def test_an_invite_token_mints_a_named_participant(gateway: Gateway) -> None:
+    """``streamer.join --invite``: the subscriber token --create prints lets others join."""
+    call = await create_call(gateway.url, ["ann"])
+    minted = await add_participant(gateway.url, call["call_id"], "bob", call["subscriber_token"])
+    claims = verify_token(gateway.settings.secret(), minted["token"], call["call_id"], "participant")
+    assert claims.participant_name == "bob" and claims.participant_id == minted["participant_id"]
+    with pytest.raises(JoinError, match="HTTP 401"):
+        await add_participant(gateway.url, call["call_id"], "eve", "forged.token")
