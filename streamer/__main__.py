@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from cberl_model.artifact import ModelError
 from cberl_model.features.media import FeaturizerError
 from cberl_model.features.whisper_model import WhisperModelError
+from streamer.access_log import PathOnlyAccessLogger
 from streamer.gateway import create_app
 from streamer.recognizer import SegmentRecognizer
 from streamer.settings import ensure_secret, settings_from_cli
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"streamer: {exc}", file=sys.stderr)
         return 2
     web.run_app(create_app(settings, recognizer), host=settings.host, port=settings.port,
-                print=lambda msg: print(msg, flush=True))
+                access_log_class=PathOnlyAccessLogger, print=lambda msg: print(msg, flush=True))
     return 0
 
 
