@@ -39,7 +39,11 @@ async def consume(bootstrap_servers: str, call_id: str | None, from_beginning: b
         EMOTIONS_TOPIC, bootstrap_servers=bootstrap_servers, group_id=group,
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=group is not None, fetch_max_wait_ms=100)
-    await consumer.start()
+    try:
+        await consumer.start()
+    except KafkaError:
+        await consumer.stop()  # release its connections before the error is reported
+        raise
     view: dict[str, EmotionEvent] = {}
     idle = 0.0
     try:
