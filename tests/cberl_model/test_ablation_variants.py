@@ -42,7 +42,8 @@ def test_every_variant_is_a_valid_config_that_changes_one_thing(ablation: Module
         "classweight": {"augment"}, "cross-entropy": {"focal_gamma"},
         "no-masked-rec": {"mask_rate", "reconstruction_weight"}, "concat-fusion": {"fusion"},
         "single-classifier": {"ensemble_members"}, "no-graph": {"use_graph"},
-        "recipe": {"augment", "focal_gamma"}}
+        "recipe": {"augment", "focal_gamma"},
+        "plain": {"augment", "focal_gamma", "mask_rate", "reconstruction_weight"}}
     assert set(ablation.VARIANTS) == set(expected_changes)
     for name, (_, settings) in ablation.VARIANTS.items():
         config = base.updated(settings).to_dict()
@@ -177,3 +178,59 @@ def test_sweep_table_and_plot(ablation: ModuleType, tmp_path: Path, monkeypatch:
     png = tmp_path / "sweep.png"
     ablation.plot_sweeps(table, sweeps, [corpus], png, "t")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def fake_result(corpus: str, variant: str, seed: int, weighted: float, fear: float) -> dict:
+    classes = {"neutral": 0.7, "fear": fear, "disgust": fear / 2}
+    report = {"weighted_f1": weighted, "macro_f1": weighted / 2,
+              "per_class": {c: {"f1": f1, "support": 1} for c, f1 in classes.items()}}
+    return {"corpus": corpus, "variant": variant, "seed": seed, "dev": report}
+
+
+def test_best_variant_and_the_claim(ablation: ModuleType):
+    corpus = ablation.CorpusSpec("tiny", "jsonl:t", "jsonl:d", ("fear", "disgust"))
+    results = [fake_result("tiny", "full", s, 0.50 + 0.01 * s, 0.30) for s in (0, 1)]
+    results += [fake_result("tiny", "plain", s, 0.52, 0.20) for s in (0, 1)]
+    # Best on one seed only: a partial row never wins.
+    results += [fake_result("tiny", "recipe", 0, 0.90, 0.10)]
+    table = ablation.summary_table(results, [corpus], ["full", "plain", "recipe"])["tiny"]
+    assert ablation.best_variant(table, 2) == "plain"
+    assert ablation.best_variant(table, 3) is None
+    gains = ablation.claim(table, corpus.minority)
+    assert gains["fear_f1"]["points"] == pytest.approx(10.0)
+    assert gains["fear_f1"]["relative_pct"] == pytest.approx(50.0)
+    assert gains["weighted_f1"]["points"] == pytest.approx(50.5 - 52.0)
+    assert ablation.claim({"full": table["full"]}, corpus.minority) is None
+    text = ablation.conclusions({"tiny": table}, [corpus], {"plain": "none of the three"}, 2)
+    assert "none of the three (`plain`)" in text and "fear f1 20.00 -> 30.00 (+10.00 points, +50.0%)" in text
+
+
+def test_report_only_trains_nothing_and_lists_what_is_missing(
+        ablation: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import cberl_model.train.pipeline as pipeline
+
+    def refuse(config: TrainConfig) -> dict:
+        raise AssertionError("trained")
+
+    meld = tmp_path / "meld"
+    meld.mkdir()
+    corpus = ablation.standard_corpora(meld, None)[0]
+    runs = tmp_path / "runs"
+    out = tmp_path / "report"
+    argv = ["--meld", str(meld), "--seeds", "0", "1", "--variants", "full", "plain",
+            "--runs", str(runs), "--out", str(out), "--report-only"]
+    monkeypatch.setattr(pipeline, "run_training", refuse)
+    with pytest.raises(SystemExit):  # nothing finished yet: a clear error, no empty report
+        ablation.main(argv)
+    job = ablation.Job(corpus, "full", 0, ablation.VARIANTS["full"][1])
+    path = ablation.result_path(job, runs)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(fake_result("meld", "full", 0, 0.6, 0.25)))
+    assert ablation.main(argv) == 0
+    text = out.with_suffix(".md").read_text()
+    assert "**Partial: 1 of 4 runs finished**" in text
+    assert "meld__plain__seed0, meld__full__seed1, meld__plain__seed1" in text
+    assert "none yet (no variant has run on every seed)" in text
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["missing"] == ["meld__plain__seed0", "meld__full__seed1", "meld__plain__seed1"]
+    assert report["best"] == {"meld": None} and report["claim"] == {"meld": None}
