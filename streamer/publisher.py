@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from streamer.metrics import StreamerMetrics
 from streamer.settings import StreamerSettings
@@ -30,7 +31,8 @@ from workers.services import ensure_topics
 
 log = logging.getLogger(__name__)
 
-_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+_BACKOFF = wait_exponential(multiplier=0.2, max=5.0)
+"""Waits of 0.2, 0.4, 0.8 ... s, capped at 5 s: quick on a blip, quiet in an outage."""
 
 
 class UtterancePublisher:
@@ -91,27 +93,33 @@ class UtterancePublisher:
         return AIOKafkaProducer(bootstrap_servers=self._settings.broker_bootstrap_servers, acks="all",
                                 enable_idempotence=False, request_timeout_ms=10_000, **extra)
 
+    def _retrying(self, problem: str, errors: tuple[type[BaseException], ...]) -> AsyncRetrying:
+        """Retry forever on ``errors`` with :data:`_BACKOFF`; :attr:`error` says ``problem``."""
+
+        def note(state: RetryCallState) -> None:
+            assert state.outcome is not None and state.next_action is not None
+            self.error = f"{problem}: {state.outcome.exception()!r}"
+            log.warning("%s (retrying in %.1f s)", self.error, state.next_action.sleep)
+
+        return AsyncRetrying(retry=retry_if_exception_type(errors), wait=_BACKOFF, before_sleep=note)
+
     async def _connect(self) -> None:
         """Create the topic if needed and start the producer, retrying with back-off."""
-        attempt = 0
-        while True:
-            producer = self._new_producer()
-            try:
-                await ensure_topics(self._settings.broker_bootstrap_servers,
-                                    {UTTERANCES_TOPIC: self._settings.utterances_topic_partitions},
-                                    timeout_s=10.0)
-                await producer.start()
-            except (KafkaError, OSError, RuntimeError) as exc:
-                await producer.stop()
-                self.error = f"broker {self._settings.broker_bootstrap_servers} unreachable: {exc!r}"
-                log.warning("%s (retrying)", self.error)
-                await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
-                attempt += 1
-                continue
-            self._producer = producer
-            self.error = None
-            log.info("publishing to %s on %s", UTTERANCES_TOPIC, self._settings.broker_bootstrap_servers)
-            return
+        servers = self._settings.broker_bootstrap_servers
+        topics = {UTTERANCES_TOPIC: self._settings.utterances_topic_partitions}
+        async for attempt in self._retrying(f"broker {servers} unreachable",
+                                            (KafkaError, OSError, RuntimeError)):
+            with attempt:
+                producer = self._new_producer()
+                try:
+                    await ensure_topics(servers, topics, timeout_s=10.0)
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+        self._producer = producer
+        self.error = None
+        log.info("publishing to %s on %s", UTTERANCES_TOPIC, servers)
 
     async def _run(self) -> None:
         await self._connect()
@@ -125,21 +133,14 @@ class UtterancePublisher:
     async def _send(self, producer: AIOKafkaProducer, event: UtteranceEvent | CallEnded) -> None:
         """Send one record until it is acked (same record, capped back-off)."""
         value = event.model_dump_json().encode()
-        attempt = 0
-        while True:
-            try:
+        problem = f"send to {self._settings.broker_bootstrap_servers} failed"
+        async for attempt in self._retrying(problem, (KafkaError,)):
+            with attempt:
                 await producer.send_and_wait(UTTERANCES_TOPIC, value=value, key=event.call_id.encode())
-            except KafkaError as exc:
-                self.error = f"send to {self._settings.broker_bootstrap_servers} failed: {exc!r}"
-                log.warning("%s (retrying)", self.error)
-                await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
-                attempt += 1
-                continue
-            self.error = None
-            self.published += 1
-            if isinstance(event, UtteranceEvent):
-                if event.end_of_speech_at is not None:
-                    self._metrics.utterance_latency.observe((now_ms() - event.end_of_speech_at) / 1000)
-                if self._on_published is not None:
-                    self._on_published(event)
-            return
+        self.error = None
+        self.published += 1
+        if isinstance(event, UtteranceEvent):
+            if event.end_of_speech_at is not None:
+                self._metrics.utterance_latency.observe((now_ms() - event.end_of_speech_at) / 1000)
+            if self._on_published is not None:
+                self._on_published(event)

@@ -15,13 +15,19 @@ import logging
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from workers.events import CALL_STREAM_TRANSCRIPT_FIELD, TranscriptEntry, UtteranceEvent, emotion_stream_key
 
 log = logging.getLogger(__name__)
 
-_ATTEMPTS = 4
-_BACKOFF_S = 0.5
+_ATTEMPTS = 4  # waits of 0.5, 1 and 2 s between them
 
 
 class TranscriptWriter:
@@ -47,17 +53,23 @@ class TranscriptWriter:
 
     async def _write(self, entry: TranscriptEntry) -> None:
         key = emotion_stream_key(entry.call_id)
-        for attempt in range(_ATTEMPTS):
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.xadd(key, {CALL_STREAM_TRANSCRIPT_FIELD: entry.model_dump_json()},
-                              maxlen=self._maxlen, approximate=True)
-                    pipe.expire(key, self._ttl_s)
-                    await pipe.execute()
-                return
-            except (RedisError, OSError) as exc:
-                log.warning("transcript of %s not written (attempt %d/%d): %r",
-                            entry.utterance_id, attempt + 1, _ATTEMPTS, exc)
-                await asyncio.sleep(_BACKOFF_S * 2**attempt)
-        log.error("transcript of utterance %s (call %s) dropped: Redis unreachable",
-                  entry.utterance_id, entry.call_id)
+
+        def note(state: RetryCallState) -> None:
+            assert state.outcome is not None
+            log.warning("transcript of %s not written (attempt %d/%d): %r", entry.utterance_id,
+                        state.attempt_number, _ATTEMPTS, state.outcome.exception())
+
+        retrying = AsyncRetrying(retry=retry_if_exception_type((RedisError, OSError)),
+                                 stop=stop_after_attempt(_ATTEMPTS), wait=wait_exponential(0.5),
+                                 before_sleep=note, reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        pipe.xadd(key, {CALL_STREAM_TRANSCRIPT_FIELD: entry.model_dump_json()},
+                                  maxlen=self._maxlen, approximate=True)
+                        pipe.expire(key, self._ttl_s)
+                        await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.error("transcript of utterance %s (call %s) dropped after %d attempts, Redis unreachable: %r",
+                      entry.utterance_id, entry.call_id, _ATTEMPTS, exc)

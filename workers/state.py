@@ -15,7 +15,6 @@ crash-looping, and resumes where it was when Redis is back.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, TimeoutError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from cberl_model.inference import CallState
 from workers.events import CALL_STREAM_EMOTION_FIELD, EmotionEvent, emotion_stream_key
@@ -113,23 +113,24 @@ class CallStore:
         self.metrics = metrics
 
     async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        delay_s, failures = 0.05, 0
-        while True:
-            try:
+        """``op()``, retried until Redis answers (back-off from 50 ms up to ``retry_max_s``)."""
+
+        def note(state: RetryCallState) -> None:
+            assert state.outcome is not None and state.next_action is not None
+            self.metrics.redis_errors.inc()
+            failures, exc = state.attempt_number, state.outcome.exception()
+            if failures == 1 or failures % 10 == 0:
+                log.warning("redis unavailable during %s (%s: %s); attempt %d, retrying in %.2f s; "
+                            "no offsets are committed meanwhile",
+                            what, type(exc).__name__, exc, failures, state.next_action.sleep)
+
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type(_TRANSIENT), before_sleep=note,
+                                           wait=wait_exponential(0.05, max=self.retry_max_s)):
+            with attempt:
                 result = await op()
-            except _TRANSIENT as exc:
-                failures += 1
-                self.metrics.redis_errors.inc()
-                if failures == 1 or failures % 10 == 0:
-                    log.warning("redis unavailable during %s (%s: %s); attempt %d, retrying in %.2f s; "
-                                "no offsets are committed meanwhile",
-                                what, type(exc).__name__, exc, failures, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, self.retry_max_s)
-                continue
-            if failures:
-                log.warning("redis is back after %d failed attempts (%s)", failures, what)
-            return result
+        if (failures := attempt.retry_state.attempt_number - 1) > 0:
+            log.warning("redis is back after %d failed attempts (%s)", failures, what)
+        return result
 
     async def load(self, call_ids: Sequence[str]) -> dict[str, CallRecord | None]:
         """The stored record of each call (None: new, expired or unreadable — logged)."""

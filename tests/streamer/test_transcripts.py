@@ -1,0 +1,51 @@
+"""Transcript fan-out onto the call's Redis stream: written when Redis answers, retried and
+then dropped with an ERROR line (never raised into the publishing path) when it does not."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import redis.asyncio as aioredis
+
+from streamer.transcripts import TranscriptWriter
+from workers.events import CALL_STREAM_TRANSCRIPT_FIELD, TranscriptEntry, UtteranceEvent, emotion_stream_key
+from workers.services import RedisServer, free_port
+
+
+def _utterance(call_id: str, seq: int) -> UtteranceEvent:
+    return UtteranceEvent(call_id=call_id, utterance_id=f"u{seq}", seq=seq, speaker_id="alice",
+                          start_ms=10 * seq, end_ms=10 * seq + 5, text=f"line {seq}",
+                          feature_spec_id="fs", features={"text": [0.5, 0.25]})
+
+
+@pytest.mark.asyncio
+async def test_transcripts_land_on_the_call_stream_without_features(redis_server: RedisServer) -> None:
+    client = aioredis.from_url(redis_server.url)
+    writer = TranscriptWriter(client, maxlen=100, ttl_s=60)
+    for seq in range(3):
+        writer.submit(_utterance("c-transcript", seq))
+    await writer.drain()
+    key = emotion_stream_key("c-transcript")
+    entries = await client.xrange(key)
+    ttl = await client.ttl(key)
+    await client.aclose()
+    stored = [TranscriptEntry.model_validate_json(fields[CALL_STREAM_TRANSCRIPT_FIELD.encode()])
+              for _, fields in entries]
+    assert [(e.seq, e.text, e.speaker_id) for e in stored] == [(0, "line 0", "alice"), (1, "line 1", "alice"),
+                                                                (2, "line 2", "alice")]
+    assert 0 < ttl <= 60
+
+
+@pytest.mark.asyncio
+async def test_dead_redis_drops_the_transcript_with_an_error_line(caplog: pytest.LogCaptureFixture) -> None:
+    client = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    writer = TranscriptWriter(client, maxlen=100, ttl_s=60)
+    with caplog.at_level(logging.WARNING, logger="streamer.transcripts"):
+        writer.submit(_utterance("c-dead", 7))
+        await writer.drain(timeout_s=30)
+    await client.aclose()
+    retries = [r for r in caplog.records if r.levelno == logging.WARNING]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage().split("(attempt ")[1][:3] for r in retries] == ["1/4", "2/4", "3/4"]
+    assert len(errors) == 1 and "u7 (call c-dead) dropped after 4 attempts" in errors[0]
