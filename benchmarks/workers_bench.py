@@ -294,7 +294,7 @@ async def lag_under_load(broker: TansuBroker, redis_url: str, corpus: Corpus, wo
         await ensure_topics(bootstrap, {source: 4, sink: 4, f"load-dlq-{tag}": 1})
         log = work / f"{name}.log"
         if name == "incremental_worker":
-            proc = spawn(["-m", "workers", "--broker", f"kafka://{bootstrap}", "--redis-url", redis_url,
+            proc = spawn(["-m", "workers", "--broker-bootstrap-servers", bootstrap, "--redis-url", redis_url,
                           "--utterances-topic", source, "--emotions-topic", sink, "--dead-letter-topic",
                           f"load-dlq-{tag}", "--app-id", f"load-{tag}", "--partitions", "4"], log)
             ready = "Ready"

@@ -92,7 +92,7 @@ class EmbeddedStack:
             common["CBERL_MODEL_DIR"] = str(settings.model_dir)
         self.worker = PythonService(
             "worker", "workers",
-            ["--broker", f"kafka://{self.broker.bootstrap_servers}", "--broker-profile", "tansu",
+            ["--broker-bootstrap-servers", self.broker.bootstrap_servers, "--broker-profile", "tansu",
              "--redis-url", self.redis.url, "--partitions", str(settings.partitions),
              "--metrics-port", str(settings.worker_metrics_port)],
             settings.worker_metrics_port, "/metrics", data / "worker", common, timeout)

@@ -63,13 +63,13 @@ def load_settings(argv: list[str] | None) -> WorkerSettings:
 async def check_backends(settings: WorkerSettings) -> None:
     """Fail fast with one line when the broker or Redis cannot be reached; create topics."""
     if settings.create_topics:
-        servers = ",".join(u.split("://", 1)[-1] for u in settings.broker.split(";"))
+        servers = settings.broker_bootstrap_servers
         topics = {settings.utterances_topic: settings.partitions,
                   settings.emotions_topic: settings.partitions, settings.dead_letter_topic: 1}
         try:
             await asyncio.wait_for(ensure_topics(servers, topics), timeout=20)
         except Exception as exc:
-            raise UserError(f"broker {settings.broker} unreachable or refused the topics: "
+            raise UserError(f"broker {servers} unreachable or refused the topics: "
                             f"{type(exc).__name__}: {exc}") from None
     client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
     try:

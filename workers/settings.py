@@ -23,7 +23,9 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CBERL_", extra="forbid")
 
     # -- where ------------------------------------------------------------------------
-    broker: str = Field("kafka://127.0.0.1:9092", description="faust broker URL(s), ';'-separated")
+    broker_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", pattern=r"^[^\s,:/]+:\d+(,[^\s,:/]+:\d+)*$",
+        description="Kafka bootstrap servers host:port[,host:port...]; same setting as the streamer's")
     broker_profile: Literal["tansu", "kafka"] = "tansu"
     redis_url: str = "redis://127.0.0.1:6379/0"
     app_id: str = Field("cberl-recognizer", description="consumer group shared by all workers")
@@ -68,10 +70,15 @@ class WorkerSettings(BaseSettings):
             return self.fetch_max_wait_ms
         return 20 if self.broker_profile == "tansu" else 500
 
+    @property
+    def faust_broker(self) -> str:
+        """The bootstrap servers as faust's broker URL list (``kafka://h1:p1;kafka://h2:p2``)."""
+        return ";".join(f"kafka://{server}" for server in self.broker_bootstrap_servers.split(","))
+
     def faust_settings(self) -> dict[str, Any]:
         """Keyword arguments for :class:`faust.App` (the broker profile applied)."""
         conf: dict[str, Any] = {
-            "broker": self.broker,
+            "broker": self.faust_broker,
             "store": "memory://",  # all state is in Redis, none in faust tables
             "web_enabled": False,  # our /metrics is prometheus_client's, on 127.0.0.1
             "topic_disable_leader": True,  # no __assignor-__leader topic: no tables to assign
@@ -88,7 +95,6 @@ class WorkerSettings(BaseSettings):
         """The settings as printed at start: passwords in URLs replaced by ``***``."""
         data = self.model_dump(mode="json")
         data["redis_url"] = _mask_url(self.redis_url)
-        data["broker"] = ";".join(_mask_url(u) for u in self.broker.split(";"))
         data["fetch_max_wait_ms"] = self.effective_fetch_max_wait_ms
         return data
 

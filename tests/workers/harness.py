@@ -127,7 +127,8 @@ class WorkerProcess:
         self.log_path = log_path
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "TOKENIZERS_PARALLELISM": "false"}
-        args = [sys.executable, "-m", "workers", "--broker", f"kafka://{bootstrap}", "--redis-url", redis_url,
+        args = [sys.executable, "-m", "workers", "--broker-bootstrap-servers", bootstrap,
+                "--redis-url", redis_url,
                 "--utterances-topic", topics.utterances, "--emotions-topic", topics.emotions,
                 "--dead-letter-topic", topics.dead_letter, "--app-id", topics.app_id,
                 "--partitions", "4", "--device", "cpu", *extra]

@@ -35,6 +35,19 @@ def test_env_prefix_and_masking(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "s3cret" not in str(masked)
 
 
+def test_one_broker_variable_configures_streamer_and_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamer.settings import StreamerSettings
+
+    monkeypatch.setenv("CBERL_BROKER_BOOTSTRAP_SERVERS", "kafka-0:9092,kafka-1:9093")
+    assert StreamerSettings().broker_bootstrap_servers == "kafka-0:9092,kafka-1:9093"
+    worker = WorkerSettings()
+    assert worker.broker_bootstrap_servers == "kafka-0:9092,kafka-1:9093"
+    assert worker.faust_settings()["broker"] == "kafka://kafka-0:9092;kafka://kafka-1:9093"
+    for bad in ("kafka://kafka-0:9092", "kafka-0", "a:1, b:2"):
+        with pytest.raises(ValueError, match="broker_bootstrap_servers"):
+            WorkerSettings(broker_bootstrap_servers=bad)
+
+
 def test_topic_names_must_differ() -> None:
     with pytest.raises(ValueError, match="topic names must differ"):
         WorkerSettings(emotions_topic="utterances")
@@ -48,7 +61,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--max-batch", "0"), "error: invalid setting max_batch: Input should be greater than or equal to 1"),
-    (("--broker", "kafka://127.0.0.1:{port}"), "error: broker kafka://127.0.0.1:{port} unreachable"),
+    (("--broker-bootstrap-servers", "127.0.0.1:{port}"), "error: broker 127.0.0.1:{port} unreachable"),
 ])
 def test_cli_user_errors_are_one_line_exit_2(args: tuple[str, ...], message: str) -> None:
     port = str(free_port())
@@ -59,7 +72,8 @@ def test_cli_user_errors_are_one_line_exit_2(args: tuple[str, ...], message: str
 
 
 def test_cli_bad_model_dir(tansu_broker: TansuBroker, redis_server: RedisServer, tmp_path: Path) -> None:
-    result = run_cli("--broker", f"kafka://{tansu_broker.bootstrap_servers}", "--redis-url", redis_server.url,
+    result = run_cli("--broker-bootstrap-servers", tansu_broker.bootstrap_servers,
+                     "--redis-url", redis_server.url,
                      "--model-dir", f"{tmp_path}/no-model", "--utterances-topic", "cli-u",
                      "--emotions-topic", "cli-e", "--dead-letter-topic", "cli-d")
     assert result.returncode == 2
