@@ -9,7 +9,6 @@ uses the real bundled MiniLM encoder with a LoRA adapter.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from cberl_model.features.corpus_features import (
 from cberl_model.features.text_encoder import LoraSpec, TextEncoder
 from cberl_model.nn import CBERL, CBERLConfig
 from cberl_model.windows import ConversationFeatures, WindowBatch, evaluation_windows
+from tests.cberl_model.model_dirs import copy_model, edit_config
 
 LABELS = ("neutral", "joy", "anger")
 DIMS = {"text": 10, "audio": 4}
@@ -113,19 +113,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CBERL]:
 @pytest.fixture
 def copy_of(saved: tuple[Path, CBERL], tmp_path: Path) -> Path:
     """A private copy of the saved artifact that a test may damage."""
-    return Path(shutil.copytree(saved[0], tmp_path / "model"))
-
-
-def edit_config(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    """Rewrite ``config.json`` of a model directory after applying ``change`` to it.
-
-    Args:
-        path: Model directory.
-        change: Mutates the parsed card in place.
-    """
-    card = json.loads((path / "config.json").read_text())
-    change(card)
-    (path / "config.json").write_text(json.dumps(card))
+    return copy_model(saved[0], tmp_path / "model")
 
 
 # --------------------------------------------------------------------------- round trip
@@ -361,19 +349,18 @@ def test_text_encoder_artifact(tmp_path: Path) -> None:
     texts = ["I can't believe it!", "ok."]
     assert np.allclose(artifact.encoder.encode(texts), encoder.encode(texts), atol=1e-5)
 
-    tampered = Path(shutil.copytree(path, tmp_path / "tampered"))
-    edit_config(tampered, lambda c: c["encoder"].update(fingerprint="0123456789abcdef"))
+    tampered = copy_model(path, tmp_path / "tampered",
+                          lambda c: c["encoder"].update(fingerprint="0123456789abcdef"))
     with pytest.raises(ModelError, match="text encoder") as info:
         load_artifact(tampered)
     assert "fingerprint" in str(info.value)
 
-    no_adapter = Path(shutil.copytree(path, tmp_path / "no_adapter"))
+    no_adapter = copy_model(path, tmp_path / "no_adapter")
     (no_adapter / "encoder_adapter.safetensors").unlink()
     with pytest.raises(ModelError, match="encoder_adapter.safetensors is missing"):
         load_artifact(no_adapter)
 
-    other_adapter = Path(shutil.copytree(path, tmp_path / "other_adapter"))
-    edit_config(other_adapter,
-                lambda c: c["feature_spec"]["text"].update(feature_id="ffffffffffffffff"))
+    other_adapter = copy_model(path, tmp_path / "other_adapter",
+                               lambda c: c["feature_spec"]["text"].update(feature_id="ffffffffffffffff"))
     with pytest.raises(ModelError, match="differ from the ones it was trained on"):
         load_artifact(other_adapter)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from cberl_model.features.registry import build_featurizer, check_featurizer, re
 from cberl_model.features.spec import ModalitySpec
 from cberl_model.features.whisper_model import shared_whisper_model
 from tests.cberl_model.media_corpus import FACE_JPG
+from tests.cberl_model.model_dirs import copy_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -114,10 +114,7 @@ def test_default_model_featurizer_set_is_text_only_and_unchanged() -> None:
 
 
 def test_model_naming_an_unknown_featurizer_fails_at_load(tmp_path: Path) -> None:
-    model = tmp_path / "model"
-    shutil.copytree(DEFAULT_MODEL_DIR, model)
-    card = json.loads((model / "config.json").read_text())
-    card["feature_spec"]["text"]["extractor"] = "roberta-large"
-    (model / "config.json").write_text(json.dumps(card))
+    model = copy_model(DEFAULT_MODEL_DIR, tmp_path / "model",
+                       lambda card: card["feature_spec"]["text"].update(extractor="roberta-large"))
     with pytest.raises(ModelError, match="lacks.*no featurizer named 'roberta-large'"):
         load_artifact(model)

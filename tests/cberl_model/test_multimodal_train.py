@@ -4,7 +4,6 @@ and labels (train/serve parity), for a text+audio+visual and a text-only corpus.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from cberl_model.train.loop import dropped_modalities, predict_windows
 from cberl_model.train.pipeline import run_training
 from cberl_model.windows import evaluation_windows
 from tests.cberl_model.media_corpus import make_meld_layout
+from tests.cberl_model.model_dirs import copy_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -99,11 +99,8 @@ def test_served_features_and_labels_equal_training(multimodal) -> None:
 
 def test_mismatched_featurizer_version_fails_loudly(multimodal, tmp_path: Path) -> None:
     _, model = multimodal
-    copy = tmp_path / "model"
-    shutil.copytree(model, copy)
-    card = json.loads((copy / "config.json").read_text())
-    card["feature_spec"]["visual"]["feature_id"] = "1-mediapipe0.9.0"
-    (copy / "config.json").write_text(json.dumps(card))
+    copy = copy_model(model, tmp_path / "model",
+                      lambda card: card["feature_spec"]["visual"].update(feature_id="1-mediapipe0.9.0"))
     with pytest.raises(FeaturizerError, match="visual featurizer mismatch.*'1-mediapipe0.9.0'"):
         FeaturizerSet.from_artifact(load_artifact(copy), device="cpu")
 
