@@ -302,11 +302,12 @@ def plot_per_class(table: dict[str, dict[str, Any]], path: Path, title: str) -> 
     for ax, (corpus, variants) in zip(axes[:, 0], table.items(), strict=True):
         classes = list(next(iter(variants.values()))["per_class"])
         width = 0.8 / max(1, len(variants))
+        colours = plt.get_cmap("tab20").colors  # 20 distinct colours: one per variant
         for i, (name, summary) in enumerate(variants.items()):
             means = [summary["per_class"][c]["mean"] for c in classes]
             stds = [summary["per_class"][c]["std"] for c in classes]
             ax.bar(np.arange(len(classes)) + i * width, means, width, yerr=stds, label=name,
-                   capsize=1.5)
+                   capsize=1.5, color=colours[i % len(colours)])
         ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes)
         ax.set_ylabel("dev F1 (%)")
         ax.set_title(f"{corpus} dev: per-class F1")
@@ -421,12 +422,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not results:
         parser.error(f"no finished run under {args.runs} for these settings")
     table = summary_table(results, corpora, list(variants))
-    command = shlex.join(argv if argv is not None else sys.argv[1:])
+    command = shlex.join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only")
     header = "\n".join(line for line in (
         f"## {args.title}" if args.title else "",
         f"Dev F1 (%), mean ± std over seeds {args.seeds}; corpora {[c.name for c in corpora]}; "
         f"settings on top of each variant: {json.dumps(common) if common else 'none'}. "
-        f"Regenerate: `python benchmarks/ablation.py {command}`",
+        f"Regenerate (trains only what is missing; `--report-only` trains nothing): "
+        f"`python benchmarks/ablation.py {command}`",
         f"\n**Partial: {len(results)} of {len(jobs)} runs finished**; not yet run: "
         f"{', '.join(missing)}." if missing else "",
     ) if line)
