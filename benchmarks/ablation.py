@@ -415,8 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for seed in args.seeds for corpus in corpora for name, (_, settings) in variants.items()]
     started = time.perf_counter()
     if args.report_only:
-        results = [r for job in jobs if (r := finished(job, args.runs)) is not None]
-        missing = [job.key for job in jobs if finished(job, args.runs) is None]
+        stored = {job.key: finished(job, args.runs) for job in jobs}  # one read per run
+        results = [r for r in stored.values() if r is not None]
+        missing = [key for key, r in stored.items() if r is None]
     else:
         results, missing = run_jobs(jobs, args.runs, args.jobs), []
     if not results:
