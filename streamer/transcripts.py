@@ -28,28 +28,54 @@ from workers.events import CALL_STREAM_TRANSCRIPT_FIELD, TranscriptEntry, Uttera
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 4  # waits of 0.5, 1 and 2 s between them
+_BACKLOG = 10_000  # transcripts waiting for Redis; beyond it new ones are dropped with an ERROR line
 
 
 class TranscriptWriter:
-    """XADDs :class:`~workers.events.TranscriptEntry` values to per-call streams."""
+    """XADDs :class:`~workers.events.TranscriptEntry` values to per-call streams, in order.
 
-    def __init__(self, redis: aioredis.Redis, maxlen: int, ttl_s: int) -> None:
+    One background task writes the queue front to back: concurrent writes could land on a
+    call's stream out of order (the pool hands each its own connection), and readers show
+    the stream as it is. A dead Redis therefore holds the queue for one retry cycle per
+    entry; the bounded backlog keeps that from growing memory without end.
+    """
+
+    def __init__(self, redis: aioredis.Redis, maxlen: int, ttl_s: int, backlog: int = _BACKLOG) -> None:
         self._redis = redis
         self._maxlen = maxlen
         self._ttl_s = ttl_s
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._queue: asyncio.Queue[TranscriptEntry] = asyncio.Queue(backlog)
+        self._writer: asyncio.Task[None] | None = None
 
     def submit(self, event: UtteranceEvent) -> None:
-        """Write ``event``'s transcript in the background."""
-        task = asyncio.create_task(self._write(TranscriptEntry.of(event)),
-                                   name=f"transcript:{event.utterance_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Queue ``event``'s transcript; the writer task (started on first use) writes it."""
+        try:
+            self._queue.put_nowait(TranscriptEntry.of(event))
+        except asyncio.QueueFull:
+            log.error("transcript of utterance %s (call %s) dropped: %d transcripts already wait for Redis",
+                      event.utterance_id, event.call_id, self._queue.maxsize)
+            return
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queue(), name="transcripts")
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait (bounded) for the writes in flight, e.g. before shutting down."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        """Wait (bounded) for the queued writes, then stop the writer, e.g. before shutting down."""
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout_s)
+        except TimeoutError:
+            log.warning("%d transcripts not written before shutdown", self._queue.qsize())
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+
+    async def _write_queue(self) -> None:
+        while True:
+            entry = await self._queue.get()
+            try:
+                await self._write(entry)
+            finally:
+                self._queue.task_done()
 
     async def _write(self, entry: TranscriptEntry) -> None:
         key = emotion_stream_key(entry.call_id)
