@@ -225,6 +225,11 @@ def summary_table(results: Sequence[dict[str, Any]], corpora: Sequence[CorpusSpe
     return out
 
 
+def _cell(stat: dict[str, float]) -> str:
+    """``mean ± std``; one seed has no spread to show, so its cell is the value alone."""
+    return f"{stat['mean']:.2f} ± {stat['std']:.2f}" if stat["n"] > 1 else f"{stat['mean']:.2f}"
+
+
 def markdown(table: dict[str, dict[str, Any]], corpora: Sequence[CorpusSpec],
              descriptions: dict[str, str], header: str) -> str:
     """One table per corpus: variants as rows, mean +- std as cells."""
@@ -235,9 +240,8 @@ def markdown(table: dict[str, dict[str, Any]], corpora: Sequence[CorpusSpec],
                 "| variant | " + " | ".join(c.replace("_", " ") for c in cols) + " | seeds |",
                 "|---" * (len(cols) + 2) + "|"]
         for name, summary in table[corpus.name].items():
-            cells = [f"{summary['metrics'][c]['mean']:.2f} ± {summary['metrics'][c]['std']:.2f}"
-                     for c in cols]
             n = summary["metrics"]["weighted_f1"]["n"]
+            cells = [_cell(summary["metrics"][c]) for c in cols]
             out.append(f"| {descriptions.get(name, name)} | " + " | ".join(cells) + f" | {n} |")
         out.append("")
     return "\n".join(out)

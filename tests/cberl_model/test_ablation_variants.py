@@ -141,6 +141,9 @@ def test_ablation_runs_resumes_and_reports(ablation: ModuleType, tmp_path: Path,
     assert full["weighted_f1"]["n"] == 2
     text = ablation.markdown(table, [corpus], {"full": "full model"}, "## smoke")
     assert "| full model | " in text and "fear f1" in text and text.startswith("## smoke")
+    assert f"| full model | {np.mean(seeds):.2f} ± {np.std(seeds):.2f} |" in text
+    one_seed = ablation.summary_table(results[:1], [corpus], names)
+    assert f"| full model | {seeds[0]:.2f} | " in ablation.markdown(one_seed, [corpus], {"full": "full model"}, "")
     png = tmp_path / "bars.png"
     ablation.plot_per_class(table, png, "t")
     assert png.read_bytes()[:4] == b"\x89PNG"
