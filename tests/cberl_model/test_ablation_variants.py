@@ -243,3 +243,13 @@ def test_report_only_trains_nothing_and_lists_what_is_missing(
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["missing"] == ["meld__plain__seed0", "meld__full__seed1", "meld__plain__seed1"]
     assert report["best"] == {"meld": None} and report["claim"] == {"meld": None}
+
+
+@pytest.mark.parametrize("corpus", ["meld", "emorynlp"])
+def test_each_default_recipe_is_its_corpus_winner_in_the_committed_ablation(ablation: ModuleType, corpus: str):
+    """Issue 3's rule: whatever wins on dev is the default recipe (re-check after a new report)."""
+    report = json.loads((ROOT / "docs" / "ablation.json").read_text())
+    assert not report["missing"]
+    winner = report["best"][corpus]
+    recipe = TrainConfig.from_file(ROOT / "cberl_model" / "recipes" / f"{corpus}.toml")
+    assert recipe.updated(ablation.VARIANTS[winner][1]).to_dict() == recipe.to_dict(), winner
