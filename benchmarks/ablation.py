@@ -139,22 +139,32 @@ def _fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def result_path(job: Job, runs_dir: Path) -> Path:
-    """Named by configuration, so a sweep point equal to an ablation variant reuses its run."""
-    fingerprint = _fingerprint(job_config(job, runs_dir))
+def _stored_at(job: Job, fingerprint: str, runs_dir: Path) -> Path:
     return runs_dir / "results" / f"{job.corpus.name}__seed{job.seed}__{fingerprint}.json"
 
 
-def finished(job: Job, runs_dir: Path) -> dict[str, Any] | None:
-    """The stored result of a run with exactly ``job``'s configuration, labelled as ``job``."""
-    path = result_path(job, runs_dir)
+def result_path(job: Job, runs_dir: Path) -> Path:
+    """Named by configuration, so a sweep point equal to an ablation variant reuses its run."""
+    return _stored_at(job, _fingerprint(job_config(job, runs_dir)), runs_dir)
+
+
+def _load(job: Job, path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return {**json.loads(path.read_text()), "key": job.key, "variant": job.variant}
 
 
+def finished(job: Job, runs_dir: Path) -> dict[str, Any] | None:
+    """The stored result of a run with exactly ``job``'s configuration, labelled as ``job``."""
+    return _load(job, result_path(job, runs_dir))
+
+
 def run_chain(jobs: Sequence[Job], runs_dir: Path) -> list[dict[str, Any]]:
-    """Run jobs in order in this process (one torch thread), saving each result as it ends."""
+    """Run jobs in order in this process (one torch thread), saving each result as it ends.
+
+    Each job's configuration is read once: the result is stored under the configuration it
+    was trained with, even if a recipe file changes while it trains.
+    """
     import torch
 
     from cberl_model.cli import setup_logging
@@ -165,18 +175,19 @@ def run_chain(jobs: Sequence[Job], runs_dir: Path) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     results = []
     for job in jobs:
-        done = finished(job, runs_dir)
+        config = job_config(job, runs_dir)
+        fingerprint = _fingerprint(config)
+        path = _stored_at(job, fingerprint, runs_dir)
+        done = _load(job, path)
         if done is None:
-            config = job_config(job, runs_dir)
             log.info("training %s", job.key)
             started = time.perf_counter()
             metrics = run_training(TrainConfig().updated(config))
             done = {"key": job.key, "corpus": job.corpus.name, "variant": job.variant,
-                    "seed": job.seed, "fingerprint": _fingerprint(config), "config": config,
+                    "seed": job.seed, "fingerprint": fingerprint, "config": config,
                     "dev": metrics["dev"], "dev_revision0": metrics["dev_revision0"],
                     "best_epoch": metrics["best_epoch"],
                     "seconds": time.perf_counter() - started}
-            path = result_path(job, runs_dir)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(done, indent=2) + "\n")
         else:
