@@ -19,14 +19,13 @@ from cberl_model.cli import run_cli, setup_logging
 from cberl_model.data import load_corpus
 from cberl_model.features.corpus_features import featurize_corpus
 from cberl_model.metrics import format_report
+from cberl_model.predict import evaluate_conversations
 from cberl_model.runtime import configure_threads, select_device
 
 
 def evaluate_artifact(artifact: ModelArtifact, corpus_spec: str, future: int | None = None,
                       cache_dir: Path | None = None) -> dict[str, Any]:
     """Score ``artifact`` on a ``FORMAT:PATH`` corpus; ``future`` defaults to the model's."""
-    from cberl_model.train.pipeline import evaluate_conversations
-
     corpus = load_corpus(corpus_spec)
     conversations = featurize_corpus(corpus, artifact.feature_spec, artifact.encoder, cache_dir,
                                      labels=artifact.labels)

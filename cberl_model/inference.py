@@ -26,8 +26,8 @@ import torch
 
 from cberl_model.artifact import ModelArtifact, load_artifact
 from cberl_model.features.corpus_features import TEXT_ENCODER
+from cberl_model.predict import predict_windows
 from cberl_model.runtime import select_device
-from cberl_model.train.loop import predict_windows
 from cberl_model.windows import ConversationFeatures, Window, window_bounds
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cberl_model.nn.window_graph import window_edges
+from cberl_model.window_graph import window_edges
 
 
 @dataclass

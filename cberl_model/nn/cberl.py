@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -14,9 +14,7 @@ from cberl_model.nn.djvae import DJVAEFusion, FusionOutput
 from cberl_model.nn.ensemble import WeakClassifierEnsemble
 from cberl_model.nn.masked_reconstruction import MaskedReconstruction
 from cberl_model.nn.speaker_gat import SpeakerGAT
-
-if TYPE_CHECKING:  # windows.py builds batches with nn.window_graph; avoid the cycle
-    from cberl_model.windows import WindowBatch
+from cberl_model.windows import WindowBatch
 
 
 FUSIONS = ("djvae", "concat")

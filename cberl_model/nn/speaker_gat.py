@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATv2Conv
 
-from cberl_model.nn.window_graph import NUM_EDGE_TYPES
+from cberl_model.window_graph import NUM_EDGE_TYPES
 
 
 class SpeakerGAT(nn.Module):

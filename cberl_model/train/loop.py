@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from cberl_model.metrics import classification_report
 from cberl_model.nn import CBERL, FocalLoss
 from cberl_model.nn.cberl import CBERLOutput
+from cberl_model.predict import predict_windows
 from cberl_model.windows import Window, WindowBatch
 
 log = logging.getLogger(__name__)
@@ -54,18 +55,6 @@ def dropped_modalities(present: dict[str, torch.Tensor], rate: float) -> dict[st
     kept = {m: present[m] & ~dropped[m] for m in present}
     emptied = ~torch.stack(list(kept.values())).any(0)
     return {m: torch.where(emptied, present[m], kept[m]) for m in present}
-
-
-def predict_windows(model: CBERL, windows: Sequence[Window], device: torch.device,
-                    batch_size: int = 256) -> np.ndarray:
-    """Class probabilities ``(len(windows), C)`` of each window's target, in eval mode."""
-    config = model.config
-    out = []
-    for start in range(0, len(windows), batch_size):
-        batch = WindowBatch.collate(windows[start:start + batch_size], config.past,
-                                    config.future, config.edge_decay).to(device)
-        out.append(model.predict_proba(batch).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, config.num_classes), dtype=np.float32)
 
 
 class Trainer:

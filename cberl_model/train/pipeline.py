@@ -24,10 +24,11 @@ from cberl_model.features.corpus_features import FeatureSpec, corpus_spec, featu
 from cberl_model.features.text_encoder import LoraSpec, TextEncoder
 from cberl_model.metrics import classification_report, confusion, format_report
 from cberl_model.nn import CBERL, CBERLConfig, FocalLoss
+from cberl_model.predict import evaluate_conversations
 from cberl_model.runtime import configure_threads, default_cache_dir, seed_everything, select_device
 from cberl_model.train.augment import AugmentSettings, get_augmentation
 from cberl_model.train.config import TrainConfig
-from cberl_model.train.loop import ObjectiveWeights, Trainer, predict_windows
+from cberl_model.train.loop import ObjectiveWeights, Trainer
 from cberl_model.train.report import plot_confusion, plot_training_curve
 from cberl_model.windows import ConversationFeatures, evaluation_windows, training_windows
 
@@ -62,20 +63,6 @@ def out_of_fold_features(config: TrainConfig, finetune: FinetuneConfig, train: C
                                      config.progress):
             by_id[conv.conversation_id] = conv
     return [by_id[c.conversation_id] for c in train.conversations]
-
-
-def evaluate_conversations(model: CBERL, conversations: list[ConversationFeatures],
-                           labels: tuple[str, ...], future: int,
-                           device: torch.device) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Report, true and predicted classes of every labelled utterance with ``future`` look-ahead."""
-    windows = [w for w in evaluation_windows(conversations, model.config.past, future)
-               if w.conversation.labels[w.target] >= 0]
-    if not windows:
-        raise CorpusError("evaluation", "no labelled utterances to score")
-    probs = predict_windows(model, windows, device)
-    y_true = np.array([int(w.conversation.labels[w.target]) for w in windows])
-    y_pred = probs.argmax(1)
-    return classification_report(y_true, y_pred, labels), y_true, y_pred
 
 
 def run_training(config: TrainConfig) -> dict[str, Any]:

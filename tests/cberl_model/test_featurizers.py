@@ -106,7 +106,7 @@ def test_default_model_featurizer_set_is_text_only_and_unchanged() -> None:
     assert featurizers.modalities == ("text",)
     card = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
     assert "options" not in card["feature_spec"]["text"]  # format-1 spec read and kept as is
-    assert featurizers.feature_spec_id == feature_spec_id(artifact)
+    assert featurizers.feature_spec_id == feature_spec_id(artifact.feature_spec)
     out = featurizers.featurize([UtteranceMedia("I am thrilled!"), UtteranceMedia("  ")])
     np.testing.assert_allclose(out[0]["text"], artifact.encoder.encode(["I am thrilled!"])[0],
                                atol=1e-6)

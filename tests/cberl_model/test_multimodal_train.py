@@ -19,7 +19,8 @@ from cberl_model.features.featurizers import FeaturizerSet
 from cberl_model.features.media import FeaturizerError
 from cberl_model.inference import EmotionRecognizer, UtteranceInput
 from cberl_model.train.config import TrainConfig
-from cberl_model.train.loop import dropped_modalities, predict_windows
+from cberl_model.predict import predict_windows
+from cberl_model.train.loop import dropped_modalities
 from cberl_model.train.pipeline import run_training
 from cberl_model.windows import evaluation_windows
 from tests.cberl_model.media_corpus import make_meld_layout

@@ -25,7 +25,7 @@ from cberl_model.nn import (
     SpeakerGAT,
     WeakClassifierEnsemble,
 )
-from cberl_model.nn.window_graph import (
+from cberl_model.window_graph import (
     FUTURE_OTHER,
     FUTURE_SAME,
     NUM_EDGE_TYPES,

@@ -4,6 +4,9 @@ Node ``j`` sends a message to node ``i`` when ``i - past <= j <= i + future``. E
 typed by direction and by whether both utterances have the same speaker (DialogueGCN's
 relation types, plus a self-loop type) and weighted by temporal distance, so the attention
 can tell "what I said just before" from "what you said three turns ago".
+
+This sits below :mod:`cberl_model.nn` (beside :mod:`cberl_model.windows`, which batches the
+windows): the network imports the edge types from here, and nothing here imports the network.
 """
 
 from __future__ import annotations
