@@ -339,8 +339,9 @@ def parse_sweeps(items: Sequence[str]) -> dict[str, list[Any]]:
     """``["focal_gamma=0,1,2"]`` -> ``{"focal_gamma": [0.0, 1.0, 2.0]}`` typed like the field.
 
     Raises:
-        ValueError: On a malformed item or an unknown setting.
+        ConfigError: On a malformed item or an unknown setting.
     """
+    from cberl_model.runtime import ConfigError
     from cberl_model.train.config import TrainConfig
 
     defaults = TrainConfig().to_dict()
@@ -348,9 +349,12 @@ def parse_sweeps(items: Sequence[str]) -> dict[str, list[Any]]:
     for item in items:
         name, sep, values = item.partition("=")
         if not sep or name not in defaults or not values:
-            raise ValueError(f"--sweep {item!r}: expected SETTING=V1,V2,... with a TrainConfig setting")
+            raise ConfigError(f"--sweep {item!r}: expected SETTING=V1,V2,... with a TrainConfig setting")
         kind = type(defaults[name])
-        sweeps[name] = [kind(v) for v in values.split(",")]
+        try:
+            sweeps[name] = [kind(v) for v in values.split(",")]
+        except ValueError as exc:
+            raise ConfigError(f"--sweep {item!r}: a value is not a {kind.__name__}: {exc}") from None
     return sweeps
 
 
@@ -472,4 +476,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from cberl_model.cli import run_cli
+
+    run_cli(main)

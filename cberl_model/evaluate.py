@@ -20,19 +20,24 @@ from cberl_model.data import load_corpus
 from cberl_model.features.corpus_features import featurize_corpus
 from cberl_model.metrics import format_report
 from cberl_model.predict import evaluate_conversations
-from cberl_model.runtime import configure_threads, select_device
+from cberl_model.runtime import ConfigError, configure_threads, select_device
 
 
 def evaluate_artifact(artifact: ModelArtifact, corpus_spec: str, future: int | None = None,
                       cache_dir: Path | None = None) -> dict[str, Any]:
-    """Score ``artifact`` on a ``FORMAT:PATH`` corpus; ``future`` defaults to the model's."""
+    """Score ``artifact`` on a ``FORMAT:PATH`` corpus; ``future`` defaults to the model's.
+
+    Raises:
+        ConfigError: If ``future`` is outside ``0 .. `` the model's future window.
+        CorpusError: If the corpus cannot be read or has no labelled utterance.
+    """
     corpus = load_corpus(corpus_spec)
     conversations = featurize_corpus(corpus, artifact.feature_spec, artifact.encoder, cache_dir,
                                      labels=artifact.labels)
     device = next(artifact.model.parameters()).device
     look_ahead = artifact.model.config.future if future is None else future
     if not 0 <= look_ahead <= artifact.model.config.future:
-        raise ValueError(f"--future must be between 0 and the model's future window "
+        raise ConfigError(f"--future must be between 0 and the model's future window "
                          f"({artifact.model.config.future}), got {look_ahead}")
     report, _, _ = evaluate_conversations(artifact.model, conversations, artifact.labels,
                                           look_ahead, device)

@@ -1,4 +1,4 @@
-"""Process-wide runtime choices: seeding, device, thread count."""
+"""Process-wide runtime choices: seeding, device, thread count; and invalid settings."""
 
 from __future__ import annotations
 
@@ -10,6 +10,14 @@ import numpy as np
 import torch
 
 
+class ConfigError(ValueError):
+    """A setting the user chose (a flag, a config file, a recipe) is invalid.
+
+    A user error: the commands print it as one line and exit with status 2 (a bare
+    :class:`ValueError` is a bug and keeps its traceback).
+    """
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so a run can be repeated."""
     random.seed(seed)
@@ -19,12 +27,19 @@ def seed_everything(seed: int) -> None:
 
 
 def select_device(requested: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; ``cpu``/``cuda[:N]`` are taken as given."""
+    """``auto`` picks CUDA when present, else CPU; ``cpu``/``cuda[:N]`` are taken as given.
+
+    Raises:
+        ConfigError: If ``requested`` is not a device name, or names CUDA on a machine without it.
+    """
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {requested!r}: expected auto, cpu or cuda[:N]") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {requested!r} requested but CUDA is not available")
+        raise ConfigError(f"device {requested!r} requested but CUDA is not available")
     return device
 
 

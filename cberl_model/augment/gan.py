@@ -37,6 +37,7 @@ from cberl_model.augment.placement import (
     class_deficits,
     place_synthetic,
 )
+from cberl_model.runtime import ConfigError
 from cberl_model.windows import ConversationFeatures
 
 log = logging.getLogger(__name__)
@@ -209,14 +210,15 @@ def gan_augment(conversations: list[ConversationFeatures], num_classes: int, rat
     """Top minority classes up to ``ratio * max count`` with GAN-translated utterances.
 
     Raises:
-        ValueError: If fewer than two labelled utterances have every modality.
+        ConfigError: If fewer than two labelled utterances have every modality (the corpus
+            cannot be augmented with ``--augment gan``).
     """
     index = UtteranceIndex.of(conversations)
     feats, present = index.features(conversations)
     complete = complete_rows(present)
     if len(complete) < 2:
-        raise ValueError("--augment gan needs labelled training utterances with every modality; "
-                         f"found {len(complete)}.")
+        raise ConfigError("--augment gan needs labelled training utterances with every modality; "
+                          f"found {len(complete)}.")
     augmenter = MultimodalGANAugmenter({m: x[complete] for m, x in feats.items()},
                                        index.label[complete], num_classes, config,
                                        int(rng.integers(2**31)))

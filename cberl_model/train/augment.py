@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cberl_model.augment import GANConfig, gan_augment, oversample_augment, smote_augment
+from cberl_model.runtime import ConfigError
 from cberl_model.windows import ConversationFeatures
 
 
@@ -77,9 +78,9 @@ def get_augmentation(name: str) -> ImbalanceMethod:
     """Look up an imbalance method by name.
 
     Raises:
-        ValueError: If no method has that name.
+        ConfigError: If no method has that name.
     """
     try:
         return AUGMENTATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENTATIONS)}") from None
+        raise ConfigError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENTATIONS)}") from None

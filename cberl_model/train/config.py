@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cberl_model.features.text_encoder import DEFAULT_TEXT_MODEL
+from cberl_model.runtime import ConfigError
 
 
 @dataclass
@@ -16,6 +17,10 @@ class TrainConfig:
     """Everything that determines a training run; saved as ``config.json`` in the run dir.
 
     Corpus specs are ``FORMAT:PATH`` (see :func:`cberl_model.data.load_corpus`).
+
+    Raises:
+        ConfigError: On construction, if a setting is out of range or names an unknown
+            choice (every problem found is named), before any corpus is read.
     """
 
     seed: int = 0
@@ -68,12 +73,49 @@ class TrainConfig:
     weight_decay: float = 1e-4
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError("invalid setting(s): " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings (empty when they are valid)."""
+        from cberl_model.nn.cberl import FUSIONS
+        from cberl_model.train.augment import get_augmentation
+
+        values = asdict(self)
+        wrong_type = [f"{f.name} must be a {type(f.default).__name__}, got {values[f.name]!r}"
+                      for f in fields(self) if not _fits(values[f.name], type(f.default))]
+        if wrong_type:
+            return wrong_type  # the range checks below would compare the wrong types
+        out = []
+        try:
+            get_augmentation(self.augment)
+        except ConfigError as exc:
+            out.append(str(exc))
+        if self.fusion not in FUSIONS:
+            out.append(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        out += [f"{name} must be >= 1, got {values[name]}" for name in _AT_LEAST_ONE
+                if values[name] < 1]
+        out += [f"{name} must be >= 0, got {values[name]}" for name in _AT_LEAST_ZERO
+                if values[name] < 0]
+        out += [f"{name} must be in [0, 1), got {values[name]}" for name in _RATES
+                if not 0.0 <= values[name] < 1.0]
+        if not 0.0 <= self.full_future_rate <= 1.0:
+            out.append(f"full_future_rate must be in [0, 1], got {self.full_future_rate}")
+        if not 0.0 < self.augment_ratio <= 1.0:
+            out.append(f"augment_ratio must be in (0, 1], got {self.augment_ratio}")
+        if self.use_graph and self.gat_heads >= 1 and (2 * self.latent_dim) % self.gat_heads:
+            out.append(f"the speaker GAT's width 2 * latent_dim ({2 * self.latent_dim}) must be "
+                       f"divisible by gat_heads ({self.gat_heads})")
+        return out
+
     @classmethod
     def from_file(cls, path: Path) -> TrainConfig:
         """Read a ``.toml`` or ``.json`` file whose keys are field names.
 
         Raises:
-            ValueError: On an unknown key, naming it.
+            ConfigError: On an unknown key (naming it) or an invalid value.
         """
         text = path.read_text()
         data: dict[str, Any] = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
@@ -84,8 +126,25 @@ class TrainConfig:
         known = {f.name for f in fields(self)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)}")
-        return TrainConfig(**{**asdict(self), **values})
+            raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+        try:
+            return TrainConfig(**{**asdict(self), **values})
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_AT_LEAST_ONE = ("epochs", "batch_size", "gat_heads", "ensemble_members", "gan_epochs")
+_AT_LEAST_ZERO = ("past", "future", "patience", "crossfit_folds", "focal_gamma")
+_RATES = ("dropout", "mask_rate", "target_mask_rate", "modality_dropout")
+
+
+def _fits(value: Any, kind: type) -> bool:
+    """Whether ``value`` is of a field's type (an int is a fine float; a bool is no int)."""
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)

@@ -25,7 +25,7 @@ from cberl_model.features.text_encoder import LoraSpec, TextEncoder
 from cberl_model.metrics import classification_report, confusion, format_report
 from cberl_model.nn import CBERL, CBERLConfig, FocalLoss
 from cberl_model.predict import evaluate_conversations
-from cberl_model.runtime import configure_threads, default_cache_dir, seed_everything, select_device
+from cberl_model.runtime import ConfigError, configure_threads, default_cache_dir, seed_everything, select_device
 from cberl_model.train.augment import AugmentSettings, get_augmentation
 from cberl_model.train.config import TrainConfig
 from cberl_model.train.loop import ObjectiveWeights, Trainer
@@ -79,7 +79,7 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     if not config.train or not config.dev:
-        raise ValueError("both --train and --dev corpora are required (FORMAT:PATH)")
+        raise ConfigError("both --train and --dev corpora are required (FORMAT:PATH)")
     train, dev = load_corpus(config.train), load_corpus(config.dev)
     log.info("train: %d conversations, %d utterances; dev: %d / %d", len(train.conversations),
              train.num_utterances, len(dev.conversations), dev.num_utterances)
