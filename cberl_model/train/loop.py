@@ -6,19 +6,19 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum, auto
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cberl_model.metrics import classification_report
 from cberl_model.nn import CBERL, FocalLoss
 from cberl_model.nn.cberl import CBERLOutput
 from cberl_model.predict import predict_windows
+from cberl_model.progress import progress as progress_of
 from cberl_model.windows import Window, WindowBatch
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,9 @@ class Trainer:
             windows = make_train_windows(epoch)
             order = rng.permutation(len(windows))
             sums: dict[str, float] = {}
-            bar = tqdm(range(0, len(order), batch_size), desc=f"cberl epoch {epoch}",
-                       disable=not progress, leave=False)
+            bar = progress_of(range(0, len(order), batch_size), f"cberl epoch {epoch}",
+                              unit="batch", enabled=progress, leave=False, summary=False,
+                              logger=log)  # the epoch's line is logged below
             for start in bar:
                 batch = WindowBatch.collate([windows[i] for i in order[start:start + batch_size]],
                                             config.past, config.future,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from cberl_model.artifact import save_artifact
-from cberl_model.data import Corpus, CorpusError, load_corpus
+from cberl_model.data import Corpus, load_corpus
 from cberl_model.encoder_finetune import (
     FinetuneConfig,
     adapted_encoder,
@@ -22,10 +22,16 @@ from cberl_model.encoder_finetune import (
 )
 from cberl_model.features.corpus_features import FeatureSpec, corpus_spec, featurize_corpus
 from cberl_model.features.text_encoder import LoraSpec, TextEncoder
-from cberl_model.metrics import classification_report, confusion, format_report
+from cberl_model.metrics import confusion, format_report
 from cberl_model.nn import CBERL, CBERLConfig, FocalLoss
 from cberl_model.predict import evaluate_conversations
-from cberl_model.runtime import ConfigError, configure_threads, default_cache_dir, seed_everything, select_device
+from cberl_model.runtime import (
+    ConfigError,
+    configure_threads,
+    default_cache_dir,
+    seed_everything,
+    select_device,
+)
 from cberl_model.train.augment import AugmentSettings, get_augmentation
 from cberl_model.train.config import TrainConfig
 from cberl_model.train.loop import ObjectiveWeights, Trainer

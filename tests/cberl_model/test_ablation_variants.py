@@ -143,7 +143,8 @@ def test_ablation_runs_resumes_and_reports(ablation: ModuleType, tmp_path: Path,
     assert "| full model | " in text and "fear f1" in text and text.startswith("## smoke")
     assert f"| full model | {np.mean(seeds):.2f} ± {np.std(seeds):.2f} |" in text
     one_seed = ablation.summary_table(results[:1], [corpus], names)
-    assert f"| full model | {seeds[0]:.2f} | " in ablation.markdown(one_seed, [corpus], {"full": "full model"}, "")
+    assert f"| full model | {seeds[0]:.2f} | " in ablation.markdown(one_seed, [corpus],
+                                                                    {"full": "full model"}, "")
     png = tmp_path / "bars.png"
     ablation.plot_per_class(table, png, "t")
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -246,7 +247,8 @@ def test_report_only_trains_nothing_and_lists_what_is_missing(
 
 
 @pytest.mark.parametrize("corpus", ["meld", "emorynlp"])
-def test_each_default_recipe_is_its_corpus_winner_in_the_committed_ablation(ablation: ModuleType, corpus: str):
+def test_each_default_recipe_is_its_corpus_winner_in_the_committed_ablation(ablation: ModuleType,
+                                                                            corpus: str):
     """Issue 3's rule: whatever wins on dev is the default recipe (re-check after a new report)."""
     report = json.loads((ROOT / "docs" / "ablation.json").read_text())
     assert not report["missing"]

@@ -18,8 +18,8 @@ from cberl_model.features.corpus_features import featurize_corpus
 from cberl_model.features.featurizers import FeaturizerSet
 from cberl_model.features.media import FeaturizerError
 from cberl_model.inference import EmotionRecognizer, UtteranceInput
-from cberl_model.train.config import TrainConfig
 from cberl_model.predict import predict_windows
+from cberl_model.train.config import TrainConfig
 from cberl_model.train.loop import dropped_modalities
 from cberl_model.train.pipeline import run_training
 from cberl_model.windows import evaluation_windows
