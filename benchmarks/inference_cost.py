@@ -71,7 +71,7 @@ def main() -> int:
         state, _ = recognizer.add_utterance(state, u)
         timings["update_from_text"].append(time.perf_counter() - started)
     vectors = recognizer.featurize(utterances)
-    given = [UtteranceInput(u.utterance_id, u.speaker, features=v)
+    given = [UtteranceInput(u.utterance_id, u.speaker_id, features=v)
              for u, v in zip(utterances, vectors, strict=True)]
     state = recognizer.open_call("bench-features")
     for u in given:

@@ -10,6 +10,11 @@ utterance ``t - k`` at revision ``k``; an utterance is final once it has ``f`` s
 or the call ends. The state keeps only the last ``p + f`` utterances, so the cost of an
 update does not grow with the call. Final labels equal :meth:`EmotionRecognizer.
 predict_conversation`, which runs the same windows in one batch.
+
+Names: an utterance's position in its call is its ``seq`` (the Utterance event's, when the
+caller passes it; else the next position), the position the call expects next is
+``next_seq``, and the participant is ``speaker_id``, as in the events. Windows count the
+utterances the state holds, so a seq the caller skipped leaves no hole in the context.
 """
 
 from __future__ import annotations
@@ -37,11 +42,20 @@ class FeatureError(ValueError):
 
 @dataclass
 class NodeState:
-    """One remembered utterance of a call."""
+    """One remembered utterance of a call.
+
+    Attributes:
+        utterance_id: The utterance.
+        seq: Its position in the call (the Utterance event's ``seq``).
+        speaker_id: The participant who spoke it.
+        features: Its vector per modality.
+        revision: The last revision emitted for it (-1: none yet).
+        final: Whether its final label was emitted.
+    """
 
     utterance_id: str
-    index: int
-    speaker: str
+    seq: int
+    speaker_id: str
     features: dict[str, np.ndarray]
     revision: int = -1
     final: bool = False
@@ -53,22 +67,22 @@ class CallState:
 
     Attributes:
         call_id: The call.
-        count: Utterances added so far (the next utterance's index).
+        next_seq: The seq an utterance added without one gets: one past the last added.
         nodes: The last ``past + future`` utterances, oldest first.
         ended: Whether :meth:`EmotionRecognizer.end_call` ran.
     """
 
     call_id: str
-    count: int = 0
+    next_seq: int = 0
     nodes: list[NodeState] = field(default_factory=list)
     ended: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict; vectors are base64 float32 (compact, exact)."""
         return {
-            "call_id": self.call_id, "count": self.count, "ended": self.ended,
+            "call_id": self.call_id, "next_seq": self.next_seq, "ended": self.ended,
             "nodes": [{
-                "utterance_id": n.utterance_id, "index": n.index, "speaker": n.speaker,
+                "utterance_id": n.utterance_id, "seq": n.seq, "speaker_id": n.speaker_id,
                 "revision": n.revision, "final": n.final,
                 "features": {m: base64.b64encode(v.astype("<f4").tobytes()).decode()
                              for m, v in n.features.items()},
@@ -77,7 +91,11 @@ class CallState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallState:
-        """Inverse of :meth:`to_dict`.
+        """Inverse of :meth:`to_dict`; also reads the form written before the renames.
+
+        States live in Redis across upgrades: a node's ``index`` / ``speaker`` and the
+        state's ``count`` (the old names of ``seq``, ``speaker_id`` and ``next_seq``) are
+        read as well.
 
         Raises:
             ValueError: If ``data`` is not a state this code wrote (corrupt or foreign).
@@ -90,23 +108,34 @@ class CallState:
     @classmethod
     def _from_dict(cls, data: dict[str, Any]) -> CallState:
         nodes = [NodeState(
-            utterance_id=n["utterance_id"], index=n["index"], speaker=n["speaker"],
-            revision=n["revision"], final=n["final"],
+            utterance_id=n["utterance_id"], seq=_renamed(n, "seq", "index"),
+            speaker_id=_renamed(n, "speaker_id", "speaker"), revision=n["revision"],
+            final=n["final"],
             features={m: np.frombuffer(base64.b64decode(v), dtype="<f4").copy()
                       for m, v in n["features"].items()},
         ) for n in data["nodes"]]
-        return cls(call_id=data["call_id"], count=data["count"], nodes=nodes,
-                   ended=data["ended"])
+        return cls(call_id=data["call_id"], next_seq=_renamed(data, "next_seq", "count"),
+                   nodes=nodes, ended=data["ended"])
 
 
 @dataclass(frozen=True)
 class UtteranceInput:
-    """An utterance to add: text and/or pre-computed features per modality."""
+    """An utterance to add: text and/or pre-computed features per modality.
+
+    Attributes:
+        utterance_id: The utterance (an id the state holds is ignored: redelivery).
+        speaker_id: The participant who spoke it.
+        text: Its transcript (encoded when no ``text`` vector is given).
+        features: Pre-computed vectors per modality (``None``: absent).
+        seq: Its position in the call (the Utterance event's ``seq``); ``None``: the call's
+            ``next_seq``. Seqs increase; a gap (a seq never added) is allowed.
+    """
 
     utterance_id: str
-    speaker: str
+    speaker_id: str
     text: str | None = None
     features: dict[str, Sequence[float] | np.ndarray | None] = field(default_factory=dict)
+    seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,8 +143,8 @@ class LabelUpdate:
     """A label emitted for an utterance (new at revision 0, or revised)."""
 
     utterance_id: str
-    index: int
-    speaker: str
+    seq: int
+    speaker_id: str
     label: str
     scores: dict[str, float]
     revision: int
@@ -233,7 +262,7 @@ class EmotionRecognizer:
                     continue
                 state = _appended(state, utterance, features[k])
                 latest[state.call_id] = state
-                newest = state.count - 1
+                newest = len(state.nodes) - 1
                 targets.append((k, state, list(range(max(0, newest - self.future), newest + 1))))
             for (k, state, _), updates in zip(targets, self._label(
                     [(s, idx) for _, s, idx in targets], closing=False), strict=True):
@@ -245,40 +274,41 @@ class EmotionRecognizer:
         """Finalise every utterance that is not final yet (the call is over)."""
         if state.ended:
             return state, []
-        state = CallState(call_id=state.call_id, count=state.count,
+        state = CallState(call_id=state.call_id, next_seq=state.next_seq,
                           nodes=[replace(n) for n in state.nodes], ended=True)
-        open_indices = [n.index for n in state.nodes if not n.final]
-        (updates,) = self._label([(state, open_indices)], closing=True) if open_indices else ([],)
+        open_rows = [row for row, n in enumerate(state.nodes) if not n.final]
+        (updates,) = self._label([(state, open_rows)], closing=True) if open_rows else ([],)
         return state, updates
 
     def _label(self, requests: Sequence[tuple[CallState, list[int]]],
                closing: bool) -> list[list[LabelUpdate]]:
-        """Run the windows of the given (state, utterance indices) pairs in one batch."""
+        """Run the windows of the given (state, node rows) pairs in one batch.
+
+        Rows index ``state.nodes``. A row's window starts ``past`` rows earlier: the state
+        holds ``past + future`` nodes and only the newest ``future + 1`` are labelled, so a
+        window never needs a node the state has dropped.
+        """
         windows: list[Window] = []
-        owners: list[tuple[int, NodeState]] = []
-        for r, (state, indices) in enumerate(requests):
+        owners: list[tuple[int, int, NodeState]] = []
+        for r, (state, rows) in enumerate(requests):
             conv = _as_conversation(state, self.artifact.feature_spec)
-            first = state.nodes[0].index if state.nodes else 0
-            for i in indices:
-                start, end = window_bounds(i, state.count, self.past, self.future)
-                if start < first:
-                    raise RuntimeError(f"call {state.call_id}: window of utterance {i} needs "
-                                       f"utterance {start}, which the state no longer holds")
-                windows.append(Window(conv, start - first, end - first, i - first))
-                owners.append((r, state.nodes[i - first]))
+            for row in rows:
+                start, end = window_bounds(row, len(state.nodes), self.past, self.future)
+                windows.append(Window(conv, start, end, row))
+                owners.append((r, row, state.nodes[row]))
         probs = predict_windows(self.model, windows, self.device) if windows else []
         out: list[list[LabelUpdate]] = [[] for _ in requests]
-        for (r, node), p in zip(owners, probs, strict=True):
+        for (r, row, node), p in zip(owners, probs, strict=True):
             state = requests[r][0]
             node.revision += 1
-            node.final = closing or state.count - 1 - node.index >= self.future
+            node.final = closing or len(state.nodes) - 1 - row >= self.future
             out[r].append(self._update(node, p, node.revision, node.final))
         return out
 
     def _update(self, node: NodeState, probs: np.ndarray, revision: int,
                 final: bool) -> LabelUpdate:
         return LabelUpdate(
-            utterance_id=node.utterance_id, index=node.index, speaker=node.speaker,
+            utterance_id=node.utterance_id, seq=node.seq, speaker_id=node.speaker_id,
             label=self.labels[int(np.argmax(probs))],
             scores={label: float(v) for label, v in zip(self.labels, probs, strict=True)},
             revision=revision, final=final)
@@ -291,8 +321,9 @@ class EmotionRecognizer:
         for utterance, vectors in zip(utterances, features, strict=True):
             state = _appended(state, utterance, vectors)
         conv = _as_conversation(state, self.artifact.feature_spec)
-        windows = [Window(conv, *window_bounds(i, state.count, self.past, self.future), i)
-                   for i in range(state.count)]
+        known = len(state.nodes)
+        windows = [Window(conv, *window_bounds(i, known, self.past, self.future), i)
+                   for i in range(known)]
         probs = predict_windows(self.model, windows, self.device)
         return [self._update(node, p, revision=0, final=True)
                 for node, p in zip(state.nodes, probs, strict=True)]
@@ -300,16 +331,25 @@ class EmotionRecognizer:
 
 def _appended(state: CallState, utterance: UtteranceInput,
               features: dict[str, np.ndarray]) -> CallState:
-    node = NodeState(utterance_id=utterance.utterance_id, index=state.count,
-                     speaker=utterance.speaker, features=features)
+    seq = state.next_seq if utterance.seq is None else utterance.seq
+    if seq < state.next_seq:
+        raise ValueError(f"call {state.call_id}: utterance {utterance.utterance_id} has seq {seq}, "
+                         f"but seqs up to {state.next_seq - 1} were added already")
+    node = NodeState(utterance_id=utterance.utterance_id, seq=seq,
+                     speaker_id=utterance.speaker_id, features=features)
     # Copy the nodes: labelling bumps revisions, and the caller's state must not change.
-    return CallState(call_id=state.call_id, count=state.count + 1,
+    return CallState(call_id=state.call_id, next_seq=seq + 1,
                      nodes=[*(replace(n) for n in state.nodes), node], ended=state.ended)
 
 
 def _trimmed(state: CallState, keep: int) -> CallState:
-    return CallState(call_id=state.call_id, count=state.count, nodes=state.nodes[-keep:],
+    return CallState(call_id=state.call_id, next_seq=state.next_seq, nodes=state.nodes[-keep:],
                      ended=state.ended)
+
+
+def _renamed(data: dict[str, Any], key: str, old_key: str) -> Any:
+    """``data[key]``, or ``data[old_key]`` in a state written before the rename."""
+    return data[key] if key in data else data[old_key]
 
 
 def _as_conversation(state: CallState, spec: dict) -> ConversationFeatures:
@@ -322,5 +362,5 @@ def _as_conversation(state: CallState, spec: dict) -> ConversationFeatures:
             feats[m][row], present[m][row] = vec, True
     return ConversationFeatures(
         conversation_id=state.call_id, utterance_ids=[x.utterance_id for x in state.nodes],
-        speakers=[x.speaker for x in state.nodes], features=feats, present=present,
+        speakers=[x.speaker_id for x in state.nodes], features=feats, present=present,
         labels=np.full(n, -1, dtype=np.int64))

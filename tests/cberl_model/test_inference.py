@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,19 +81,19 @@ def test_rolling_revisions_follow_the_window(recognizer, dialogues):
     for t, updates in enumerate(steps[:-1]):
         # utterance t at revision 0, and its f predecessors revised, oldest first
         expected = list(range(max(0, t - f), t + 1))
-        assert [u.index for u in updates] == expected
+        assert [u.seq for u in updates] == expected
         for u in updates:
-            assert u.revision == t - u.index
-            assert u.final == (t - u.index == f)
+            assert u.revision == t - u.seq
+            assert u.final == (t - u.seq == f)
             assert abs(sum(u.scores.values()) - 1.0) < 1e-4
     # closing finalises exactly the last f utterances, each one revision later
     closing = steps[-1]
-    assert [u.index for u in closing] == list(range(len(conv) - f, len(conv)))
+    assert [u.seq for u in closing] == list(range(len(conv) - f, len(conv)))
     assert all(u.final for u in closing)
     revisions: dict[int, list[int]] = {}
     for updates in steps:
         for u in updates:
-            revisions.setdefault(u.index, []).append(u.revision)
+            revisions.setdefault(u.seq, []).append(u.revision)
     assert all(r == list(range(len(r))) for r in revisions.values()), "revisions must not skip"
 
 
@@ -100,7 +101,7 @@ def test_state_is_bounded_and_survives_serialisation(recognizer, dialogues):
     conv = dialogues[0]
     plain, state = _replay(recognizer, conv)
     assert len(state.nodes) <= recognizer.past + recognizer.future
-    assert state.count == len(conv) and state.ended
+    assert state.next_seq == len(conv) and state.ended
     serialised, _ = _replay(recognizer, conv, roundtrip=True)
     assert [[(u.utterance_id, u.revision, u.label) for u in s] for s in plain] == \
         [[(u.utterance_id, u.revision, u.label) for u in s] for s in serialised]
@@ -111,10 +112,10 @@ def test_redelivered_utterance_is_ignored(recognizer, dialogues):
     state, _ = recognizer.add_utterance(recognizer.open_call("c"), first)
     state, _ = recognizer.add_utterance(state, second)
     again, updates = recognizer.add_utterance(state, first)
-    assert updates == [] and again.count == 2
+    assert updates == [] and again.next_seq == 2
     ended, _ = recognizer.end_call(state)
     after, updates = recognizer.add_utterance(ended, _inputs(dialogues[0])[2])
-    assert updates == [] and after.count == 2
+    assert updates == [] and after.next_seq == 2
 
 
 def test_micro_batch_across_calls_matches_one_call_at_a_time(recognizer, dialogues):
@@ -138,7 +139,7 @@ def test_micro_batch_across_calls_matches_one_call_at_a_time(recognizer, dialogu
 def test_precomputed_text_features_equal_text_input(recognizer, dialogues):
     utterances = _inputs(dialogues[0])[:3]
     vectors = recognizer.featurize(utterances)
-    with_vectors = [UtteranceInput(u.utterance_id, u.speaker, features={"text": v["text"]})
+    with_vectors = [UtteranceInput(u.utterance_id, u.speaker_id, features={"text": v["text"]})
                     for u, v in zip(utterances, vectors, strict=True)]
     assert [x.label for x in recognizer.predict_conversation(utterances)] == \
         [x.label for x in recognizer.predict_conversation(with_vectors)]
@@ -170,3 +171,45 @@ def test_bad_features_are_refused_with_a_clear_error(recognizer, features, messa
 def test_corrupt_call_state_is_a_clear_error(data):
     with pytest.raises(ValueError, match="invalid call state"):
         CallState.from_dict(data)
+
+
+def test_event_seqs_are_carried_and_gaps_leave_no_hole(recognizer, dialogues):
+    """The caller's seqs label the updates; windows count the utterances held, not seqs."""
+    inputs = _inputs(dialogues[0])[:6]
+    seqs = [0, 1, 4, 5, 9, 10]  # the worker gave up on 2, 3 and 6..8
+    plain_state, plain = recognizer.open_call("p"), []
+    gapped_state, gapped = recognizer.open_call("g"), []
+    for u, seq in zip(inputs, seqs, strict=True):
+        plain_state, got = recognizer.add_utterance(plain_state, u)
+        plain.append(got)
+        gapped_state, got = recognizer.add_utterance(gapped_state, replace(u, seq=seq))
+        gapped.append(got)
+    assert gapped_state.next_seq == 11 and plain_state.next_seq == 6
+    by_position = dict(enumerate(seqs))
+    for want, got in zip(plain, gapped, strict=True):
+        assert [by_position[u.seq] for u in want] == [u.seq for u in got]
+        assert [(u.utterance_id, u.label, u.revision, u.final) for u in want] == \
+            [(u.utterance_id, u.label, u.revision, u.final) for u in got]
+    assert {n.seq for n in gapped_state.nodes} <= set(seqs)
+    with pytest.raises(ValueError, match="has seq 3"):
+        recognizer.add_utterance(gapped_state, replace(_inputs(dialogues[0])[6], seq=3))
+
+
+def test_call_state_written_before_the_renames_still_loads(recognizer, dialogues):
+    """States live in Redis across upgrades: the old keys index, count and speaker are read."""
+    state = recognizer.open_call("old")
+    for u in _inputs(dialogues[0])[:3]:
+        state, _ = recognizer.add_utterance(state, u)
+    new = state.to_dict()
+    assert {"next_seq", "nodes"} <= set(new) and "count" not in new
+    assert {"seq", "speaker_id"} <= set(new["nodes"][0]) and "index" not in new["nodes"][0]
+    old = {"call_id": new["call_id"], "count": new["next_seq"], "ended": new["ended"],
+           "nodes": [{"utterance_id": n["utterance_id"], "index": n["seq"],
+                      "speaker": n["speaker_id"], "revision": n["revision"], "final": n["final"],
+                      "features": n["features"]} for n in new["nodes"]]}
+    loaded = CallState.from_dict(old)
+    assert loaded.to_dict() == new
+    assert [(n.seq, n.speaker_id) for n in loaded.nodes] == \
+        [(n.seq, n.speaker_id) for n in state.nodes]
+    nxt = _inputs(dialogues[0])[3]
+    assert recognizer.add_utterance(loaded, nxt)[1] == recognizer.add_utterance(state, nxt)[1]
