@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -34,6 +35,16 @@ class WorkerMetrics:
                                   "calls seen by this worker within the idle TTL, not ended", registry=r)
         self.consumer_lag = Gauge("cberl_worker_consumer_lag", "highwater minus position, per partition",
                                   ["partition"], registry=r)
+        self.assigned_partitions = Gauge(
+            "cberl_worker_assigned_partitions",
+            "1 per utterances-topic partition assigned to this worker in the last rebalance "
+            "(none before the first assignment)", ["partition"], registry=r)
+
+    def set_assignment(self, partitions: Iterable[int]) -> None:
+        """Replace the assigned partitions (faust's ``on_partitions_assigned`` signal)."""
+        self.assigned_partitions.clear()
+        for partition in partitions:
+            self.assigned_partitions.labels(partition=str(partition)).set(1)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Serve ``/metrics`` on ``host``:``port`` (in a daemon thread)."""

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from cberl_model.inference import CallState
-from workers.events import CallEnded, UtteranceEvent
+from contracts.events import UtteranceEvent
+from tests.factories import call_ended, utterance
 from workers.sequencing import admit
 from workers.state import CallRecord
 
 
-def utt(seq: int, call: str = "c1") -> UtteranceEvent:
-    return UtteranceEvent(call_id=call, utterance_id=f"{call}-u{seq}", seq=seq, speaker_id="a",
-                          start_ms=seq, end_ms=seq, text=f"line {seq}", feature_spec_id="t")
+def utt(seq: int) -> UtteranceEvent:
+    return utterance(seq, call_id="c1")
 
 
 def fresh() -> CallRecord:
@@ -57,11 +57,11 @@ def test_too_many_held_utterances_skip_the_gap() -> None:
 
 def test_call_end_finalises_once_everything_is_applied() -> None:
     record = fresh()
-    out = admit(record, [utt(0), CallEnded(call_id="c1", last_seq=1)], now_ms=0, gap_timeout_s=5,
+    out = admit(record, [utt(0), call_ended("c1", 1)], now_ms=0, gap_timeout_s=5,
                 max_pending=8)
     assert out.finalize and out.skipped == [1], "a CallEnded comes after every utterance of its call"
     record.state.ended = True
-    after = admit(record, [utt(7), CallEnded(call_id="c1", last_seq=1)], now_ms=1, gap_timeout_s=5,
+    after = admit(record, [utt(7), call_ended("c1", 1)], now_ms=1, gap_timeout_s=5,
                   max_pending=8)
     assert not after.finalize and after.duplicates == 1
     assert [(e.seq, reason) for e, reason, _ in after.late] == [(7, "after_call_end")]
@@ -69,6 +69,6 @@ def test_call_end_finalises_once_everything_is_applied() -> None:
 
 def test_call_end_with_held_utterances_applies_them() -> None:
     record = fresh()
-    out = admit(record, [utt(0), utt(2), CallEnded(call_id="c1", last_seq=2)], now_ms=0,
+    out = admit(record, [utt(0), utt(2), call_ended("c1", 2)], now_ms=0,
                 gap_timeout_s=60, max_pending=8)
     assert seqs(out.ready) == [0, 2] and out.skipped == [1] and out.finalize

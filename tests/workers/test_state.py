@@ -11,21 +11,19 @@ import pytest
 import redis.asyncio as aioredis
 
 from cberl_model.inference import CallState, NodeState
-from workers.events import EmotionEvent, emotion_stream_key
+from contracts.call_stream import call_stream_key
+from contracts.events import EmotionEvent
+from deploy.services import RedisServer, free_port
+from tests.factories import emotion
+from tests.waiting import async_wait_until
 from workers.metrics import WorkerMetrics
-from workers.services import RedisServer, free_port
 from workers.state import CallRecord, CallStore, call_key
 
 
 def record() -> CallRecord:
     node = NodeState("u0", 0, "alice", {"text": np.arange(4, dtype=np.float32)}, revision=1)
-    return CallRecord(state=CallState("c1", count=1, nodes=[node]), next_seq=3, seqs={"u0": 2},
+    return CallRecord(state=CallState("c1", next_seq=1, nodes=[node]), next_seq=3, seqs={"u0": 2},
                       pending={5: "{}"}, waiting_since_ms=12, skipped=[1], end_seq=None)
-
-
-def emotion(call_id: str, seq: int) -> EmotionEvent:
-    return EmotionEvent(call_id=call_id, utterance_id=f"u{seq}", seq=seq, speaker_id="a", label="joy",
-                        scores={"joy": 1.0}, revision=0, final=False, model_id="m")
 
 
 def test_record_round_trip_and_corrupt_input() -> None:
@@ -63,8 +61,8 @@ def test_emotion_stream_is_capped_and_expires(redis_server: RedisServer) -> None
     async def run() -> None:
         s = store(redis_server.url, maxlen=10)
         for chunk in range(10):
-            await s.append_emotions([emotion("cap", chunk * 100 + i) for i in range(100)])
-        key = emotion_stream_key("cap")
+            await s.append_emotions([emotion(chunk * 100 + i, call_id="cap") for i in range(100)])
+        key = call_stream_key("cap")
         length = await s.client.xlen(key)
         assert 10 <= length < 300, length  # MAXLEN ~ trims whole macro nodes
         last = await s.client.xrevrange(key, count=1)
@@ -80,12 +78,15 @@ def test_store_waits_out_a_redis_outage(tmp_path: Path, caplog: pytest.LogCaptur
     server.start()
     metrics = WorkerMetrics()
 
+    def errors() -> float:
+        return metrics.registry.get_sample_value("cberl_worker_redis_errors_total") or 0.0
+
     async def run() -> None:
         s = store(server.url, metrics)
         await s.save([("c1", record())])
         server.stop()
         saving = asyncio.ensure_future(s.save([("c2", record())]))
-        await asyncio.sleep(1.0)
+        await async_wait_until(lambda: errors() >= 2, 10, message="the save never retried")
         assert not saving.done(), "a save during an outage must wait, not fail"
         await asyncio.to_thread(server.start)
         await asyncio.wait_for(saving, 10)

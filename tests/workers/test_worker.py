@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +19,11 @@ import redis
 from aiokafka.partitioner import DefaultPartitioner
 
 from cberl_model.inference import EmotionRecognizer
+from contracts.call_stream import call_stream_key
+from contracts.events import EmotionEvent, UtteranceEvent
+from deploy.services import RedisServer, TansuBroker, free_port
+from tests.kafka import produce, read_topic
+from tests.waiting import wait_until
 from tests.workers.harness import (
     Topics,
     WorkerProcess,
@@ -30,13 +32,9 @@ from tests.workers.harness import (
     ended,
     finals_complete,
     meld_calls,
-    produce,
-    read_topic,
     subscriber_view,
 )
 from workers.dead_letter import DeadLetter
-from workers.events import EmotionEvent, UtteranceEvent, emotion_stream_key
-from workers.services import RedisServer, TansuBroker, free_port
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -57,7 +55,7 @@ def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
     started: list[WorkerProcess] = []
     yield started
     for worker in started:
-        worker.stop()
+        worker.stop(timeout_s=30)
 
 
 def records(events: list[UtteranceEvent]) -> list[tuple[str, bytes]]:
@@ -99,10 +97,9 @@ def test_meld_replay_equals_batch_and_poison_is_dead_lettered(
         tansu_broker: TansuBroker, redis_server: RedisServer, recognizer: EmotionRecognizer,
         topics: Topics, workers: list[WorkerProcess], meld_dir: Path, tmp_path: Path) -> None:
     bootstrap = tansu_broker.bootstrap_servers
-    metrics_port = free_port()
-    workers.append(WorkerProcess(tmp_path / "w.log", bootstrap, redis_server.url, topics,
-                                 "--metrics-port", str(metrics_port)))
-    workers[0].wait_assigned()
+    worker = WorkerProcess(tmp_path / "w", bootstrap, redis_server.url, topics)
+    workers.append(worker)
+    worker.start()
 
     calls = meld_calls(meld_dir, 2, min_len=13, max_len=20)  # longer than the kept window (p + f)
     bad_call = [e.model_copy(update={"call_id": "poison-call", "utterance_id": f"p{e.seq}"})
@@ -141,28 +138,22 @@ def test_meld_replay_equals_batch_and_poison_is_dead_lettered(
     client = redis.Redis.from_url(redis_server.url)
     call_id = calls[0][0]
     streamed = [EmotionEvent.model_validate_json(f[b"event"])
-                for _, f in client.xrange(emotion_stream_key(call_id))]
+                for _, f in client.xrange(call_stream_key(call_id))]
     assert streamed == [e for e in events if e.call_id == call_id]
 
     emitted = f"cberl_worker_emotion_events_total {float(len(events))}"
-    for _ in range(50):  # the counter moves after the state save, just after the last publish
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as page:
-            metrics = page.read().decode()
-        if emitted in metrics:
-            break
-        time.sleep(0.1)
-    assert emitted in metrics
+    # the counter moves after the state save, just after the last publish
+    wait_until(lambda: emitted in worker.metrics(), 10, interval_s=0.1, message=f"no {emitted!r} on /metrics")
+    metrics = worker.metrics()
     assert 'cberl_worker_dead_lettered_total{reason="invalid"} 3.0' in metrics
     assert 'cberl_worker_dead_lettered_total{reason="feature_error"} 1.0' in metrics
     assert "cberl_worker_inference_batch_size_count" in metrics
 
 
-def assigned(worker: WorkerProcess, topic: str) -> set[int] | None:
-    """The partitions of ``topic`` this worker was given last (None: no assignment yet)."""
-    lines = [ln for ln in worker.output().splitlines() if "Setting newly assigned partitions" in ln]
-    if not lines:
-        return None
-    return {int(p) for p in re.findall(rf"topic='{re.escape(topic)}', partition=(\d+)", lines[-1])}
+def redis_errors(worker: WorkerProcess) -> float:
+    """``cberl_worker_redis_errors_total`` on the worker's /metrics (failed Redis attempts)."""
+    lines = [ln for ln in worker.metrics().splitlines() if ln.startswith("cberl_worker_redis_errors_total ")]
+    return float(lines[0].split()[1]) if lines else 0.0
 
 
 def test_killed_worker_hands_over_mid_call(
@@ -170,24 +161,22 @@ def test_killed_worker_hands_over_mid_call(
         topics: Topics, workers: list[WorkerProcess], meld_dir: Path, tmp_path: Path) -> None:
     bootstrap = tansu_broker.bootstrap_servers
     for name in ("a", "b"):
-        workers.append(WorkerProcess(tmp_path / f"{name}.log", bootstrap, redis_server.url, topics))
-    for worker in workers:
-        worker.wait_assigned()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the group settles: two disjoint halves of 4 partitions
-        shares = [assigned(w, topics.utterances) for w in workers]
-        if all(shares) and len(shares[0] | shares[1]) == 4 and not shares[0] & shares[1]:
-            break
-        time.sleep(0.3)
-    else:
-        pytest.fail(f"partitions never split between the workers: {shares}")
+        workers.append(WorkerProcess(tmp_path / name, bootstrap, redis_server.url, topics, name=name))
+        workers[-1].start()
+    shares: list[set[int]] = []
+
+    def split() -> bool:  # the group settles: two disjoint halves of 4 partitions
+        shares[:] = [w.assigned() for w in workers]
+        return all(shares) and len(shares[0] | shares[1]) == 4 and not shares[0] & shares[1]
+
+    wait_until(split, 60, interval_s=0.3,
+               message=lambda: f"partitions never split between the workers: {shares}")
 
     calls = meld_calls(meld_dir, 4, min_len=8, max_len=14)
     partitioner = DefaultPartitioner()
     call_partition = {c: partitioner(c.encode(), [0, 1, 2, 3], [0, 1, 2, 3]) for c, _ in calls}
-    victim = max(workers, key=lambda w: sum(call_partition[c] in assigned(w, topics.utterances)
-                                            for c, _ in calls))
-    assert any(call_partition[c] in assigned(victim, topics.utterances) for c, _ in calls)
+    victim = max(workers, key=lambda w: sum(call_partition[c] in w.assigned() for c, _ in calls))
+    assert any(call_partition[c] in victim.assigned() for c, _ in calls)
 
     first = [(c, evs[: len(evs) // 2]) for c, evs in calls]
     asyncio.run(produce(bootstrap, topics.utterances, records(interleaved(first))))
@@ -202,8 +191,8 @@ def test_killed_worker_hands_over_mid_call(
     values = asyncio.run(read_topic(bootstrap, topics.emotions,
                                     finals_complete({c: len(evs) for c, evs in calls}), 120))
     survivor = next(w for w in workers if w is not victim)
-    assert survivor.process.poll() is None
-    assert assigned(survivor, topics.utterances) == {0, 1, 2, 3}
+    assert survivor.running
+    assert survivor.assigned() == {0, 1, 2, 3}
     events = emotions_of(values)
     assert_matches_batch(recognizer, subscriber_view(events), calls)
     assert_revisions_increase(events)
@@ -217,10 +206,9 @@ def test_redis_restart_mid_call(
     server = RedisServer(free_port(), redis_dir)
     server.start()
     try:
-        workers.append(WorkerProcess(tmp_path / "w.log", bootstrap, server.url, topics,
-                                     "--redis-retry-max-s", "0.5"))
-        worker = workers[0]
-        worker.wait_assigned()
+        worker = WorkerProcess(tmp_path / "w", bootstrap, server.url, topics, "--redis-retry-max-s", "0.5")
+        workers.append(worker)
+        worker.start()
         ((call_id, events),) = meld_calls(meld_dir, 1, min_len=14, max_len=24)
 
         def labelled(upto: int, timeout_s: float = 60) -> list[EmotionEvent]:
@@ -234,15 +222,17 @@ def test_redis_restart_mid_call(
         # 1) Redis restarts (same data): the worker waits, then carries on with the same graph
         server.stop()
         asyncio.run(produce(bootstrap, topics.utterances, records(events[4:8])))
-        time.sleep(3)
-        assert worker.process.poll() is None, "the worker must wait for Redis, not exit"
+        wait_until(lambda: redis_errors(worker) >= 3, 30, interval_s=0.2,
+                   message="the worker never retried Redis three times")
+        assert worker.running, "the worker must wait for Redis, not exit"
         assert "redis unavailable" in worker.output()
         server.start()
         labelled(8)
         assert "redis is back" in worker.output()
         client = redis.Redis.from_url(server.url)
-        while json.loads(client.get(f"cberl:call:{call_id}") or "{}").get("next_seq") != 8:
-            time.sleep(0.1)  # the batch's state is saved (after its events were published)
+        wait_until(lambda: json.loads(client.get(f"cberl:call:{call_id}") or "{}").get("next_seq") == 8,
+                   30, interval_s=0.1,  # the batch's state is saved (after its events were published)
+                   message="the call's state was never saved with next_seq 8")
         client.close()
         # 2) Redis comes back empty: the lost state is reported and new utterances still get labels
         server.stop()
@@ -254,7 +244,7 @@ def test_redis_restart_mid_call(
                                         finals_complete({call_id: len(events) - 2}), 60))
     finally:
         server.stop()
-    assert worker.process.poll() is None
+    assert worker.running
     assert "no stored state but the call is under way" in worker.output()
     view = subscriber_view(emotions_of(values))
     assert set(view) == {e.utterance_id for e in events}, "every utterance got a label"
