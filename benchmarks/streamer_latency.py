@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cberl_model.features.whisper_model import whisper_cpu_threads  # noqa: E402
+from deploy.services import RedisServer, TansuBroker, free_port  # noqa: E402
 from streamer.join import create_call, join_call  # noqa: E402
 from tests.streamer.conftest import read_call  # noqa: E402
 from tests.streamer.speech import timeline_wav  # noqa: E402
-from workers.services import RedisServer, TansuBroker, free_port  # noqa: E402
 
 SCRIPT = [(1.0, "Can you send me the report before the meeting tomorrow?"),
           (5.5, "Do you want to have dinner with us tonight?"),

@@ -43,11 +43,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from cberl_model.data.meld import read_meld_csv
 from cberl_model.inference import EmotionRecognizer, UtteranceInput
+from contracts.clock import now_ms
+from contracts.events import EmotionEvent, ModalityFeatures, UtteranceEvent
+from contracts.topics import ensure_topics
+from deploy.services import RedisServer, TansuBroker, free_port
 from workers.dead_letter import DeadLetter, Incoming
-from workers.events import EmotionEvent, ModalityFeatures, UtteranceEvent, now_ms
 from workers.metrics import WorkerMetrics
 from workers.processor import BatchProcessor
-from workers.services import RedisServer, TansuBroker, ensure_topics, free_port
 from workers.settings import WorkerSettings
 from workers.state import CallStore
 
@@ -193,7 +195,7 @@ async def naive_worker(bootstrap: str, source: str, sink: str, group: str) -> No
                     futures = []
                     for i in range(max(0, len(calls) - 1 - recognizer.future), len(calls)):
                         out = EmotionEvent(call_id=event.call_id, utterance_id=labels[i].utterance_id, seq=i,
-                                           speaker_id=labels[i].speaker, label=labels[i].label,
+                                           speaker_id=labels[i].speaker_id, label=labels[i].label,
                                            scores=labels[i].scores, revision=len(calls) - 1 - i,
                                            final=len(calls) - 1 - i >= recognizer.future, model_id="naive",
                                            latency_ms=float(stamp - (event.end_of_speech_at or stamp)),
@@ -325,8 +327,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await producer.start()
         settings = WorkerSettings()
         metrics = WorkerMetrics()
-        store = CallStore(aioredis.Redis.from_url(rds.url), settings.call_ttl_s,
-                          settings.emotion_stream_maxlen, settings.redis_retry_max_s, metrics)
+        store = CallStore(aioredis.Redis.from_url(rds.url), settings.call_stream_ttl_s,
+                          settings.call_stream_maxlen, settings.redis_retry_max_s, metrics)
         sink = KafkaSink(producer, "bench-emotions")
         processor = BatchProcessor(recognizer, store, sink, settings, metrics)
         try:

@@ -11,25 +11,24 @@ Settings: ``CBERL_STACK_*`` environment variables or the flags below (``--help``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, CliSuppress, SettingsConfigDict
 
-from workers.events import DEAD_LETTER_TOPIC, EMOTIONS_TOPIC, UTTERANCES_TOPIC
-from workers.services import HOST, ChildService, RedisServer, ServiceError, TansuBroker, ensure_topics
+from contracts.cli import load_settings, run_cli
+from contracts.logs import setup_logging
+from contracts.settings import SharedSettings, masked
+from contracts.topics import TopicError, ensure_topics
+from deploy.services import HOST, ChildService, PythonService, RedisServer, ServiceError, TansuBroker
 
 log = logging.getLogger("deploy.embedded")
 
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class StackSettings(BaseSettings):
     """Ports, paths and model of the embedded stack (all services bind 127.0.0.1)."""
 
-    model_config = SettingsConfigDict(env_prefix="CBERL_STACK_")
+    model_config = SettingsConfigDict(env_prefix="CBERL_STACK_", cli_kebab_case=True, cli_implicit_flags=True)
 
     port: int = Field(8080, ge=1, le=65535, description="the streamer: web page and API")
     broker_port: int = Field(9092, ge=1, le=65535, description="tansu (Kafka protocol)")
@@ -48,31 +47,9 @@ class StackSettings(BaseSettings):
     data_dir: Path = Field(ROOT / ".cache" / "stack", description="logs and Redis data")
     model_dir: Path | None = Field(None, description="model directory; default: the bundled model")
     partitions: int = Field(4, ge=1, description="partitions of the utterances/emotions topics")
-    token_secret: SecretStr | None = Field(None, description="token signing key; random when unset")
+    token_secret: CliSuppress[SecretStr | None] = Field(  # env only: never on a command line
+        None, description="token signing key (CBERL_STACK_TOKEN_SECRET); random when unset")
     startup_timeout_s: float = Field(120.0, gt=0)
-
-
-class PythonService(ChildService):
-    """``python -m MODULE ARGS`` as a child service, ready when ``ready_path`` answers 200."""
-
-    def __init__(self, name: str, module: str, args: list[str], port: int, ready_path: str,
-                 data_dir: Path, env: dict[str, str], startup_timeout_s: float) -> None:
-        super().__init__(port, data_dir, startup_timeout_s)
-        self.name = name
-        self.log_path = self.data_dir / f"{name}.log"
-        self.module, self.args, self.ready_path, self.env = module, args, ready_path, env
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", self.module, *self.args]
-
-    def environment(self) -> dict[str, str]:
-        return self.env
-
-    def is_ready(self) -> bool:
-        with contextlib.suppress(urllib.error.URLError, OSError):
-            with urllib.request.urlopen(f"http://{HOST}:{self.port}{self.ready_path}", timeout=2) as r:
-                return r.status == 200
-        return False
 
 
 class EmbeddedStack:
@@ -100,7 +77,7 @@ class EmbeddedStack:
             "streamer", "streamer",
             ["--host", HOST, "--port", str(settings.port),
              "--broker-bootstrap-servers", self.broker.bootstrap_servers, "--broker-profile", "tansu",
-             "--utterances-topic-partitions", str(settings.partitions), "--redis-url", self.redis.url],
+             "--partitions", str(settings.partitions), "--redis-url", self.redis.url],
             settings.port, "/readyz", data / "streamer", {**common, "CBERL_TOKEN_SECRET": secret}, timeout)
         self.services: list[ChildService] = [self.broker, self.redis, self.worker, self.streamer]
 
@@ -121,9 +98,8 @@ class EmbeddedStack:
         try:
             self.broker.start()
             self.redis.start()
-            asyncio.run(ensure_topics(self.broker.bootstrap_servers, {
-                UTTERANCES_TOPIC: self.settings.partitions, EMOTIONS_TOPIC: self.settings.partitions,
-                DEAD_LETTER_TOPIC: 1}))
+            topics = SharedSettings(partitions=self.settings.partitions).topic_partitions()
+            asyncio.run(ensure_topics(self.broker.bootstrap_servers, topics))
             self.worker.start()
             self.streamer.start()
         except BaseException:
@@ -148,26 +124,10 @@ class EmbeddedStack:
         self.stop()
 
 
-def _settings(argv: list[str] | None) -> StackSettings:
-    parser = argparse.ArgumentParser(prog="python -m deploy.embedded", description=__doc__.splitlines()[0],
-                                     argument_default=argparse.SUPPRESS)
-    for name, field in StackSettings.model_fields.items():
-        if name != "token_secret":  # env only: CBERL_STACK_TOKEN_SECRET
-            parser.add_argument("--" + name.replace("_", "-"), dest=name, help=field.description)
-    return StackSettings(**vars(parser.parse_args(argv)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = _settings(argv)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        print(f"error: invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
-        return 2
-    shown = settings.model_dump(mode="json")
-    shown["token_secret"] = "***" if settings.token_secret else "(random)"
-    print("stack settings: " + json.dumps(shown, sort_keys=True), flush=True)
+def main() -> int:
+    setup_logging()
+    settings = load_settings(StackSettings)
+    print("stack settings: " + json.dumps(masked(settings), sort_keys=True), flush=True)
 
     stopping = False
 
@@ -178,11 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     stack = EmbeddedStack(settings)
-    try:
-        stack.start()
-    except ServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    stack.start()
     print(f"\nCBERL live is running: open {stack.url}  (Ctrl-C stops everything)\n"
           f"logs: {settings.data_dir}/*/*.log", flush=True)
     try:
@@ -201,4 +157,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, user_errors=(ServiceError, TopicError))

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 
 from aiortc import RTCPeerConnection
 
+from contracts.clock import now_ms
+from contracts.events import CallEnded
 from streamer.metrics import StreamerMetrics
 from streamer.pipeline import ParticipantPipeline
 from streamer.sequencer import CallSequencer
-from workers.events import CallEnded, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,9 @@ class Call:
             self._t0_ms = first_frame_ms
         return max(first_frame_ms - self._t0_ms, 0)
 
-    async def remove(self, participant_id: str) -> bool:
+    async def remove(self, speaker_id: str) -> bool:
         """Hang up one participant: close the connection, flush and recognise their speech."""
-        participant = self.participants.pop(participant_id, None)
+        participant = self.participants.pop(speaker_id, None)
         if participant is None:
             return False
         await participant.pc.close()
@@ -65,7 +66,7 @@ class Call:
         """The call's public state (``GET /v1/calls/{id}``)."""
         return {"call_id": self.call_id, "created_at": self.created_at_ms, "ended": self.ended,
                 "next_seq": self.sequencer.next_seq,
-                "participants": [{"participant_id": pid, "name": p.pipeline.speaker.name,
+                "participants": [{"speaker_id": pid, "name": p.pipeline.speaker.name,
                                   "media_offset_ms": p.pipeline.offset_ms}
                                  for pid, p in self.participants.items()]}
 

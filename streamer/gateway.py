@@ -43,7 +43,7 @@ from streamer.ice import restrict_host_addresses, rtc_configuration
 from streamer.metrics import StreamerMetrics
 from streamer.pipeline import ParticipantPipeline, Speaker
 from streamer.publisher import UtterancePublisher
-from streamer.recognizer import SegmentRecognizer
+from streamer.analyzer import SegmentAnalyzer
 from streamer.sequencer import CallSequencer
 from streamer.settings import StreamerSettings
 from streamer.signaling import OfferError, parse_offer
@@ -58,7 +58,7 @@ SETTINGS = web.AppKey("settings", StreamerSettings)
 METRICS = web.AppKey("metrics", StreamerMetrics)
 CALLS = web.AppKey("calls", CallRegistry)
 PUBLISHER = web.AppKey("publisher", UtterancePublisher)
-RECOGNIZER = web.AppKey("recognizer", SegmentRecognizer)
+ANALYZER = web.AppKey("analyzer", SegmentAnalyzer)
 REDIS = web.AppKey("redis", aioredis.Redis)
 TRANSCRIPTS = web.AppKey("transcripts", TranscriptWriter)
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -143,10 +143,10 @@ def _any_role(request: web.Request, body: dict[str, Any], call_id: str) -> Token
 
 def _participant_token(app: web.Application, call_id: str, name: str) -> dict[str, str]:
     settings = app[SETTINGS]
-    participant_id = "p-" + secrets.token_urlsafe(6)
+    speaker_id = "p-" + secrets.token_urlsafe(6)
     token = issue_token(settings.secret(), call_id, "participant", settings.token_ttl_s,
-                        participant_id=participant_id, participant_name=name)
-    return {"participant_id": participant_id, "name": name, "token": token}
+                        speaker_id=speaker_id, speaker_name=name)
+    return {"speaker_id": speaker_id, "name": name, "token": token}
 
 
 def _name(value: object) -> str:
@@ -190,10 +190,10 @@ async def join(request: web.Request) -> web.Response:
         offer = parse_offer(body)
     except OfferError as exc:
         raise ApiError(400, str(exc)) from exc
-    assert claims.participant_id is not None
-    if claims.participant_id in call.participants:  # a reconnect replaces the old connection
-        log.info("call %s: %s reconnects", call.call_id, claims.participant_id)
-        await call.remove(claims.participant_id)
+    assert claims.speaker_id is not None
+    if claims.speaker_id in call.participants:  # a reconnect replaces the old connection
+        log.info("call %s: %s reconnects", call.call_id, claims.speaker_id)
+        await call.remove(claims.speaker_id)
     participant = _new_participant(request.app, call, claims)
     pc = participant.pc
     try:
@@ -202,26 +202,26 @@ async def join(request: web.Request) -> web.Response:
     except (ValueError, KeyError, IndexError, AttributeError) as exc:
         await pc.close()
         raise ApiError(400, f"the offer cannot be negotiated: {type(exc).__name__}: {exc}") from exc
-    call.participants[claims.participant_id] = participant
+    call.participants[claims.speaker_id] = participant
     request.app[METRICS].active_participants.inc()
-    log.info("call %s: %s (%s) joined", call.call_id, claims.participant_id, claims.participant_name)
+    log.info("call %s: %s (%s) joined", call.call_id, claims.speaker_id, claims.speaker_name)
     return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
-                              "participant_id": claims.participant_id})
+                              "speaker_id": claims.speaker_id})
 
 
 def _new_participant(app: web.Application, call: Call, claims: TokenClaims) -> Participant:
     """A peer connection wired to a fresh pipeline (tracks, data channel, state changes)."""
     settings = app[SETTINGS]
-    assert claims.participant_id is not None
-    speaker = Speaker(call.call_id, claims.participant_id, claims.participant_name or claims.participant_id)
+    assert claims.speaker_id is not None
+    speaker = Speaker(call.call_id, claims.speaker_id, claims.speaker_name or claims.speaker_id)
     vad = VadParams(threshold=settings.vad_threshold, min_silence_ms=settings.vad_min_silence_ms,
                     min_speech_ms=settings.vad_min_speech_ms, speech_pad_ms=settings.vad_speech_pad_ms,
                     max_utterance_s=settings.max_utterance_s)
-    pipeline = ParticipantPipeline(speaker, call.sequencer, app[RECOGNIZER], app[METRICS],
+    pipeline = ParticipantPipeline(speaker, call.sequencer, app[ANALYZER], app[METRICS],
                                    call.media_offset_ms, vad, settings.video_sample_fps)
     pc = RTCPeerConnection(rtc_configuration())
     participant = Participant(pipeline=pipeline, pc=pc)
-    tag = f"call {call.call_id} {speaker.participant_id}"
+    tag = f"call {call.call_id} {speaker.speaker_id}"
 
     @pc.on("track")
     def on_track(track: MediaStreamTrack) -> None:
@@ -241,8 +241,8 @@ def _new_participant(app: web.Application, call: Call, claims: TokenClaims) -> P
     async def on_state() -> None:
         log.info("%s: connection %s", tag, pc.connectionState)
         if pc.connectionState in ("failed", "closed") and \
-                call.participants.get(speaker.participant_id) is participant:
-            await call.remove(speaker.participant_id)
+                call.participants.get(speaker.speaker_id) is participant:
+            await call.remove(speaker.speaker_id)
             app[METRICS].active_participants.dec()
 
     return participant
@@ -253,11 +253,11 @@ async def leave(request: web.Request) -> web.Response:
     body = await _body(request)
     claims = verify_token(request.app[SETTINGS].secret(), _token(request, body), call.call_id,
                           "participant")
-    assert claims.participant_id is not None
-    left = await call.remove(claims.participant_id)
+    assert claims.speaker_id is not None
+    left = await call.remove(claims.speaker_id)
     if left:
         request.app[METRICS].active_participants.dec()
-    return web.json_response({"call_id": call.call_id, "participant_id": claims.participant_id,
+    return web.json_response({"call_id": call.call_id, "speaker_id": claims.speaker_id,
                               "left": left})
 
 
@@ -287,7 +287,7 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
 
 
 async def model_card(request: web.Request) -> web.Response:
-    return web.json_response(request.app[RECOGNIZER].model_card)
+    return web.json_response(request.app[ANALYZER].model_card)
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -307,7 +307,7 @@ async def readyz(request: web.Request) -> web.Response:
         await asyncio.wait_for(app[REDIS].ping(), 2.0)
         checks["redis"] = "ok"
     except (RedisError, OSError, TimeoutError) as exc:
-        checks["redis"] = f"redis {app[SETTINGS].redis_url} unreachable: {exc!r}"
+        checks["redis"] = f"redis {app[SETTINGS].masked()['redis_url']} unreachable: {exc!r}"
     ready = all(v == "ok" for v in checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
@@ -317,16 +317,16 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def create_app(settings: StreamerSettings, recognizer: SegmentRecognizer) -> web.Application:
-    """The gateway app; ``recognizer`` (models) is built by the caller, once per process."""
+def create_app(settings: StreamerSettings, analyzer: SegmentAnalyzer) -> web.Application:
+    """The gateway app; ``analyzer`` (models) is built by the caller, once per process."""
     restrict_host_addresses(settings.ice_host_addresses)
     app = web.Application(middlewares=[errors_and_cors])
     metrics_ = StreamerMetrics()
     app[SETTINGS] = settings
     app[METRICS] = metrics_
     app[CALLS] = CallRegistry(metrics_)
-    app[RECOGNIZER] = recognizer
-    app[REDIS] = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2.0)
+    app[ANALYZER] = analyzer
+    app[REDIS] = aioredis.Redis.from_url(str(settings.redis_url), socket_connect_timeout=2.0)
     app[TRANSCRIPTS] = TranscriptWriter(app[REDIS], settings.call_stream_maxlen, settings.call_stream_ttl_s)
     app[PUBLISHER] = UtterancePublisher(settings, metrics_, on_published=app[TRANSCRIPTS].submit)
     app.on_startup.append(_on_startup)

@@ -6,7 +6,7 @@ in real time -- WebRTC paces media by its timestamps -- prints the call's emotio
 arriving on the ``emotions`` data channel as JSON lines, and leaves when the file has
 been sent and a grace period has passed. Several at once make a multi-party call.
 
-Output (stdout, JSON lines): first ``{"call_id", "participant_id", ...}``, then one line per
+Output (stdout, JSON lines): first ``{"call_id", "speaker_id", ...}``, then one line per
 emotion event. Errors: one line on stderr, exit status 2.
 """
 
@@ -39,7 +39,7 @@ class JoinResult:
     """What one participant's session produced."""
 
     call_id: str
-    participant_id: str
+    speaker_id: str
     emotion_events: list[dict[str, Any]]
 
 
@@ -118,13 +118,13 @@ async def join_call(server: str, call_id: str, token: str, wav: Path, video: Pat
             if hangup_after_s is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(sent.wait(), hangup_after_s)
-                return JoinResult(call_id, answer["participant_id"], events)
+                return JoinResult(call_id, answer["speaker_id"], events)
             await sent.wait()
             await asyncio.sleep(grace_s)
             await _post(session, f"{server}/v1/calls/{call_id}/leave", {"token": token})
             if end_call:
                 await _post(session, f"{server}/v1/calls/{call_id}/end", {"token": token})
-            return JoinResult(call_id, answer["participant_id"], events)
+            return JoinResult(call_id, answer["speaker_id"], events)
         finally:
             await pc.close()
 

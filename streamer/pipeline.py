@@ -20,13 +20,14 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from cberl_model.features.media import SAMPLE_RATE
+from contracts.clock import now_ms
+from contracts.events import ModalityFeatures, UtteranceEvent
 from streamer.audio import AudioDecoder
 from streamer.frames import SpeechSegment
 from streamer.metrics import StreamerMetrics
-from streamer.recognizer import Recognized, SegmentRecognizer
+from streamer.analyzer import AnalyzedSegment, SegmentAnalyzer
 from streamer.sequencer import CallSequencer, EventFactory
 from streamer.vad import Endpointer, VadParams
-from workers.events import ModalityFeatures, UtteranceEvent, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class Speaker:
     """Who a pipeline belongs to."""
 
     call_id: str
-    participant_id: str
+    speaker_id: str
     name: str
 
 
@@ -48,19 +49,19 @@ class ParticipantPipeline:
     Args:
         speaker: The participant.
         sequencer: The call's sequencer (orders utterances across its participants).
-        recognizer: The process's shared ASR + featurizer stage.
+        analyzer: The process's shared ASR + featurizer stage.
         media_offset_ms: Called once with the wall-clock ms of the first audio frame; returns
             the participant's offset on the call timeline (``start_ms``/``end_ms`` base).
         vad: Endpointing parameters.
         video_fps: Video frames sampled per second while the participant speaks (0: none).
     """
 
-    def __init__(self, speaker: Speaker, sequencer: CallSequencer, recognizer: SegmentRecognizer,
+    def __init__(self, speaker: Speaker, sequencer: CallSequencer, analyzer: SegmentAnalyzer,
                  metrics: StreamerMetrics, media_offset_ms: Callable[[int], int], vad: VadParams,
                  video_fps: float) -> None:
         self.speaker = speaker
         self._sequencer = sequencer
-        self._recognizer = recognizer
+        self._analyzer = analyzer
         self._metrics = metrics
         self._media_offset = media_offset_ms
         self._endpointer = Endpointer(vad)
@@ -92,7 +93,7 @@ class ParticipantPipeline:
             await asyncio.wait(pending, timeout=timeout_s)
 
     def _spawn(self, coro: object, what: str) -> asyncio.Task[None]:
-        name = f"{self.speaker.call_id}:{self.speaker.participant_id}:{what}"
+        name = f"{self.speaker.call_id}:{self.speaker.speaker_id}:{what}"
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -114,7 +115,7 @@ class ParticipantPipeline:
                 for segment in self._endpointer.feed(chunk.samples, arrival_ms):
                     self._submit(segment)
         except MediaStreamError:
-            log.info("audio of %s in call %s ended", self.speaker.participant_id, self.speaker.call_id)
+            log.info("audio of %s in call %s ended", self.speaker.speaker_id, self.speaker.call_id)
         finally:
             segment = self._endpointer.finish(now_ms())
             if segment is not None:
@@ -140,44 +141,44 @@ class ParticipantPipeline:
         if frames:
             segment = dataclasses.replace(segment, frames=frames)
         slot = self._sequencer.reserve()
-        self._spawn(self._recognize(segment, slot), f"segment-{segment.start_sample}")
+        self._spawn(self._analyze(segment, slot), f"segment-{segment.start_sample}")
 
-    async def _recognize(self, segment: SpeechSegment, slot: asyncio.Future[EventFactory | None]) -> None:
+    async def _analyze(self, segment: SpeechSegment, slot: asyncio.Future[EventFactory | None]) -> None:
         try:
-            recognized = await self._recognizer.process(segment, self._video_fps)
+            analyzed = await self._analyzer.process(segment, self._video_fps)
         except Exception as exc:  # a failing stage must not stop the call: report and go on
-            log.exception("recognition failed for %s in call %s", self.speaker.participant_id,
+            log.exception("recognition failed for %s in call %s", self.speaker.speaker_id,
                           self.speaker.call_id)
             self._metrics.utterances.labels(outcome="error").inc()
             slot.set_exception(exc)
             return
-        transcript = recognized.transcript
+        transcript = analyzed.transcript
         if transcript.duration_s > 0:
             self._metrics.asr_rtf.observe(transcript.compute_s / transcript.duration_s)
-        if recognized.discarded:
+        if analyzed.discarded:
             self._metrics.utterances.labels(outcome="no_speech").inc()
             slot.set_result(None)
         else:
-            slot.set_result(self._factory(recognized))
+            slot.set_result(self._factory(analyzed))
 
-    def _factory(self, recognized: Recognized) -> EventFactory:
-        segment, transcript = recognized.segment, recognized.transcript
+    def _factory(self, analyzed: AnalyzedSegment) -> EventFactory:
+        segment, transcript = analyzed.segment, analyzed.transcript
         offset = self.offset_ms or 0
         speaker = self.speaker
         features = ModalityFeatures(**{m: None if v is None else [float(x) for x in v]
-                                       for m, v in (recognized.features or {}).items()})
+                                       for m, v in (analyzed.features or {}).items()})
 
         start_ms = offset + segment.start_sample * 1000 // SAMPLE_RATE
 
         def build(seq: int) -> UtteranceEvent:
             self._metrics.utterances.labels(outcome="published").inc()
             return UtteranceEvent(
-                call_id=speaker.call_id, seq=seq, speaker_id=speaker.participant_id,
-                utterance_id=f"{speaker.call_id}:{speaker.participant_id}:{start_ms}",
+                call_id=speaker.call_id, seq=seq, speaker_id=speaker.speaker_id,
+                utterance_id=f"{speaker.call_id}:{speaker.speaker_id}:{start_ms}",
                 speaker_name=speaker.name, start_ms=start_ms,
                 end_ms=offset + segment.end_sample * 1000 // SAMPLE_RATE,
                 text=transcript.text, asr_confidence=transcript.confidence, features=features,
-                feature_spec_id=self._recognizer.feature_spec_id,
+                feature_spec_id=self._analyzer.feature_spec_id,
                 end_of_speech_at=segment.end_of_speech_at_ms)
 
         return build

@@ -24,10 +24,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
+from contracts.clock import now_ms
+from contracts.events import CallEnded, UtteranceEvent
+from contracts.topics import ensure_topics
 from streamer.metrics import StreamerMetrics
 from streamer.settings import StreamerSettings
-from workers.events import UTTERANCES_TOPIC, CallEnded, UtteranceEvent, now_ms
-from workers.services import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class UtterancePublisher:
     async def _connect(self) -> None:
         """Create the topic if needed and start the producer, retrying with back-off."""
         servers = self._settings.broker_bootstrap_servers
-        topics = {UTTERANCES_TOPIC: self._settings.utterances_topic_partitions}
+        topics = self._settings.topic_partitions()
         async for attempt in self._retrying(f"broker {servers} unreachable",
                                             (KafkaError, OSError, RuntimeError)):
             with attempt:
@@ -119,7 +120,7 @@ class UtterancePublisher:
                     raise
         self._producer = producer
         self.error = None
-        log.info("publishing to %s on %s", UTTERANCES_TOPIC, servers)
+        log.info("publishing to %s on %s", self._settings.utterances_topic, servers)
 
     async def _run(self) -> None:
         await self._connect()
@@ -136,7 +137,8 @@ class UtterancePublisher:
         problem = f"send to {self._settings.broker_bootstrap_servers} failed"
         async for attempt in self._retrying(problem, (KafkaError,)):
             with attempt:
-                await producer.send_and_wait(UTTERANCES_TOPIC, value=value, key=event.call_id.encode())
+                await producer.send_and_wait(self._settings.utterances_topic, value=value,
+                                             key=event.call_id.encode())
         self.error = None
         self.published += 1
         if isinstance(event, UtteranceEvent):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from workers.events import CallEnded, UtteranceEvent
+from contracts.events import CallEnded, UtteranceEvent
 
 log = logging.getLogger(__name__)
 

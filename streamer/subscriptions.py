@@ -1,8 +1,8 @@
 """``GET /v1/calls/{id}/emotions``: a call's event stream, replayed then live.
 
-The per-call Redis stream (:func:`~workers.events.emotion_stream_key`) holds every Emotion
+The call stream (:func:`~contracts.call_stream.call_stream_key`) holds every Emotion
 event the workers emitted and, written by this gateway when it publishes, the transcript
-of every utterance (:class:`~workers.events.TranscriptEntry`). A subscriber reads it from
+of every utterance (:class:`~contracts.events.TranscriptEntry`). A subscriber reads it from
 any offset: ``from=0`` (the default) replays the whole call, ``from=$`` only new entries,
 ``from=<entry id>`` everything after that entry. Each item carries its entry id, so a
 client that reconnects continues where it stopped (SSE does this by itself through
@@ -30,18 +30,13 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from workers.events import (
-    CALL_STREAM_EMOTION_FIELD,
-    CALL_STREAM_TRANSCRIPT_FIELD,
-    EmotionEvent,
-    TranscriptEntry,
-    emotion_stream_key,
-)
+from contracts.call_stream import EMOTION_FIELD, TRANSCRIPT_FIELD, call_stream_key
+from contracts.events import EmotionEvent, TranscriptEntry
 
 log = logging.getLogger(__name__)
 
-KINDS = {CALL_STREAM_EMOTION_FIELD: ("emotion", EmotionEvent),
-         CALL_STREAM_TRANSCRIPT_FIELD: ("utterance", TranscriptEntry)}
+KINDS = {EMOTION_FIELD: ("emotion", EmotionEvent),
+         TRANSCRIPT_FIELD: ("utterance", TranscriptEntry)}
 _OFFSET = re.compile(r"^(0|\$|\d+(-\d+)?)$")
 _BLOCK_MS = 1000
 _RETRY_S = 1.0
@@ -73,7 +68,7 @@ async def read_call_stream(redis: aioredis.Redis, call_id: str, offset: str = "0
     Entries that do not validate are logged and skipped (a subscriber never gets garbage);
     a Redis outage is logged and retried, never raised.
     """
-    key = emotion_stream_key(call_id)
+    key = call_stream_key(call_id)
     last_id = offset
     if last_id == "$" and not follow:
         return

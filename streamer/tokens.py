@@ -42,8 +42,8 @@ class TokenClaims:
     call_id: str
     role: Role
     exp: int
-    participant_id: str | None = None
-    participant_name: str | None = None
+    speaker_id: str | None = None
+    speaker_name: str | None = None
 
 
 def _b64encode(raw: bytes) -> str:
@@ -59,14 +59,14 @@ def _sign(secret: bytes, payload: str) -> str:
 
 
 def issue_token(secret: bytes, call_id: str, role: Role, ttl_s: int,
-                participant_id: str | None = None, participant_name: str | None = None) -> str:
+                speaker_id: str | None = None, speaker_name: str | None = None) -> str:
     """A token for ``call_id`` and ``role`` that expires ``ttl_s`` seconds from now."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
-    if role == "participant" and not participant_id:
-        raise ValueError("a participant token needs a participant_id")
+    if role == "participant" and not speaker_id:
+        raise ValueError("a participant token needs a speaker_id")
     claims = TokenClaims(call_id=call_id, role=role, exp=int(time.time()) + ttl_s,
-                         participant_id=participant_id, participant_name=participant_name)
+                         speaker_id=speaker_id, speaker_name=speaker_name)
     payload = _b64encode(json.dumps(asdict(claims), separators=(",", ":")).encode())
     return f"{payload}.{_sign(secret, payload)}"
 

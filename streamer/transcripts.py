@@ -23,7 +23,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from workers.events import CALL_STREAM_TRANSCRIPT_FIELD, TranscriptEntry, UtteranceEvent, emotion_stream_key
+from contracts.call_stream import TRANSCRIPT_FIELD, call_stream_key
+from contracts.events import TranscriptEntry, UtteranceEvent
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ _BACKLOG = 10_000  # transcripts waiting for Redis; beyond it new ones are dropp
 
 
 class TranscriptWriter:
-    """XADDs :class:`~workers.events.TranscriptEntry` values to per-call streams, in order.
+    """XADDs :class:`~contracts.events.TranscriptEntry` values to per-call streams, in order.
 
     One background task writes the queue front to back: concurrent writes could land on a
     call's stream out of order (the pool hands each its own connection), and readers show
@@ -78,7 +79,7 @@ class TranscriptWriter:
                 self._queue.task_done()
 
     async def _write(self, entry: TranscriptEntry) -> None:
-        key = emotion_stream_key(entry.call_id)
+        key = call_stream_key(entry.call_id)
 
         def note(state: RetryCallState) -> None:
             assert state.outcome is not None
@@ -92,7 +93,7 @@ class TranscriptWriter:
             async for attempt in retrying:
                 with attempt:
                     async with self._redis.pipeline(transaction=False) as pipe:
-                        pipe.xadd(key, {CALL_STREAM_TRANSCRIPT_FIELD: entry.model_dump_json()},
+                        pipe.xadd(key, {TRANSCRIPT_FIELD: entry.model_dump_json()},
                                   maxlen=self._maxlen, approximate=True)
                         pipe.expire(key, self._ttl_s)
                         await pipe.execute()

@@ -1,1 +1,1 @@
-"""The recognizer workers: a faust app that grows each call's speaker graph and emits labels."""
+"""The workers: a faust app that grows each call's speaker graph and emits labels."""

@@ -1,4 +1,4 @@
-"""``python -m workers``: start one recognizer worker (run several to share the partitions).
+"""``python -m workers``: start one worker (run several to share the partitions).
 
 Settings come from ``CBERL_*`` variables, flags override them; the effective config is
 printed first (passwords masked). User errors (bad flag value, model directory, broker or
@@ -7,71 +7,38 @@ Redis unreachable) end with one line on stderr and exit status 2.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
-import logging.config
-import sys
-from typing import Any
 
 import faust
 import redis
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 
 from cberl_model.inference import EmotionRecognizer
+from contracts.cli import UserError, load_settings, run_cli
+from contracts.logs import logging_config, setup_logging
+from contracts.topics import ensure_topics
 from workers.agents import TopicSink, register_agents
 from workers.app import create_app
-from workers.logs import logging_config
 from workers.metrics import WorkerMetrics
 from workers.processor import BatchProcessor
-from workers.services import ensure_topics
 from workers.settings import WorkerSettings
 from workers.state import CallStore
 
 log = logging.getLogger("workers")
 
 
-class UserError(Exception):
-    """Something the person starting the worker can fix; printed as one line."""
-
-
-def parse_args(argv: list[str] | None) -> dict[str, Any]:
-    """Flags given on the command line, as WorkerSettings overrides (unset flags are absent)."""
-    p = argparse.ArgumentParser(prog="python -m workers", description=__doc__.splitlines()[0],
-                                argument_default=argparse.SUPPRESS)
-    for name, field in WorkerSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        if field.annotation is bool:
-            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=field.description)
-        else:
-            p.add_argument(flag, dest=name, help=field.description)
-    return vars(p.parse_args(argv))
-
-
-def load_settings(argv: list[str] | None) -> WorkerSettings:
-    overrides = parse_args(argv)
-    try:
-        return WorkerSettings(**overrides)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "settings"
-        raise UserError(f"invalid setting {where}: {first['msg']}") from None
-
-
 async def check_backends(settings: WorkerSettings) -> None:
     """Fail fast with one line when the broker or Redis cannot be reached; create topics."""
     if settings.create_topics:
         servers = settings.broker_bootstrap_servers
-        topics = {settings.utterances_topic: settings.partitions,
-                  settings.emotions_topic: settings.partitions, settings.dead_letter_topic: 1}
         try:
-            await asyncio.wait_for(ensure_topics(servers, topics), timeout=20)
+            await asyncio.wait_for(ensure_topics(servers, settings.topic_partitions()), timeout=20)
         except Exception as exc:
             raise UserError(f"broker {servers} unreachable or refused the topics: "
                             f"{type(exc).__name__}: {exc}") from None
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    client = aioredis.Redis.from_url(str(settings.redis_url), socket_connect_timeout=3)
     try:
         await client.ping()
     except (redis.RedisError, OSError) as exc:
@@ -92,8 +59,8 @@ def build_worker(settings: WorkerSettings) -> faust.Worker:
     app = create_app(settings)
     sink = TopicSink(app.topic(settings.emotions_topic, key_serializer="raw", value_serializer="raw"),
                      app.topic(settings.dead_letter_topic, key_serializer="raw", value_serializer="raw"))
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
-    store = CallStore(client, settings.call_ttl_s, settings.emotion_stream_maxlen,
+    client = aioredis.Redis.from_url(str(settings.redis_url), socket_timeout=5, socket_connect_timeout=3)
+    store = CallStore(client, settings.call_stream_ttl_s, settings.call_stream_maxlen,
                       settings.redis_retry_max_s, metrics)
     register_agents(app, settings, BatchProcessor(recognizer, store, sink, settings, metrics), metrics)
     if settings.metrics_port:
@@ -105,19 +72,15 @@ def build_worker(settings: WorkerSettings) -> faust.Worker:
                         logging_config=logging_config(settings.log_level, settings.log_json))
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        settings = load_settings(argv)
-        logging.config.dictConfig(logging_config(settings.log_level, settings.log_json))
-        print(json.dumps({"effective_config": settings.masked()}), flush=True)
-        asyncio.run(check_backends(settings))
-        worker = build_worker(settings)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def main() -> int:
+    settings = load_settings(WorkerSettings)
+    setup_logging(settings.log_level, settings.log_json)
+    print(json.dumps({"effective_config": settings.masked()}), flush=True)
+    asyncio.run(check_backends(settings))
+    worker = build_worker(settings)
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT; exits the process itself
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -1,4 +1,4 @@
-"""The recognizer agent: micro-batches of ``utterances`` in, Emotion events out.
+"""The labelling agent: micro-batches of ``utterances`` in, Emotion events out.
 
 The agent is thin: it hands each ``stream.take_events`` batch to the
 :class:`~workers.processor.BatchProcessor` and lets faust ack the records only after the
@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Sequence
 import faust
 from faust.types import EventT
 
+from contracts.events import EmotionEvent
 from workers.dead_letter import DeadLetter, Incoming
-from workers.events import EmotionEvent
 from workers.metrics import WorkerMetrics
 from workers.processor import BatchProcessor
 from workers.settings import WorkerSettings
@@ -49,13 +49,17 @@ async def _delivered(pending: list[Awaitable[object]]) -> None:
 
 def register_agents(app: faust.App, settings: WorkerSettings, processor: BatchProcessor,
                     metrics: WorkerMetrics) -> None:
-    """Add the recognizer agent and the consumer-lag timer to ``app``."""
+    """Add the labelling agent, the consumer-lag timer and the assignment gauge to ``app``."""
     utterances = app.topic(settings.utterances_topic, key_serializer="raw", value_serializer="raw")
 
-    @app.agent(utterances, name="recognizer", concurrency=1)
-    async def recognizer(stream: faust.StreamT) -> None:
+    @app.agent(utterances, name="label_utterances", concurrency=1)
+    async def label_utterances(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.max_batch, within=settings.batch_within_s):
             await _finish(processor, [_incoming(e) for e in events])
+
+    @app.on_partitions_assigned.connect
+    async def on_partitions_assigned(sender: faust.App, assigned: set, **kwargs: object) -> None:
+        metrics.set_assignment(tp.partition for tp in assigned if tp.topic == settings.utterances_topic)
 
     @app.timer(interval=5.0, name="consumer_lag")
     async def consumer_lag() -> None:

@@ -48,6 +48,6 @@ class CberlApp(faust.App):
 
 
 def create_app(settings: WorkerSettings) -> CberlApp:
-    """The App of a recognizer worker (agents are registered by :mod:`workers.agents`)."""
+    """The App of a worker (agents are registered by :mod:`workers.agents`)."""
     return CberlApp(settings.app_id, fetch_max_wait_ms=settings.effective_fetch_max_wait_ms,
                     **settings.faust_settings())

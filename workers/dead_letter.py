@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from workers.events import now_ms
+from contracts.clock import now_ms
 
 Reason = Literal["invalid", "feature_error", "late", "after_call_end", "processing_error",
                  "invalid_output"]

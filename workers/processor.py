@@ -27,8 +27,9 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from cberl_model.inference import EmotionRecognizer, FeatureError, LabelUpdate, UtteranceInput
+from contracts.clock import now_ms
+from contracts.events import CallEnded, EmotionEvent, UtteranceEvent, parse_utterances_message
 from workers.dead_letter import DeadLetter, Incoming
-from workers.events import CallEnded, EmotionEvent, UtteranceEvent, now_ms, parse_utterances_message
 from workers.metrics import WorkerMetrics
 from workers.sequencing import admit
 from workers.settings import WorkerSettings
@@ -67,7 +68,7 @@ class BatchProcessor:
 
     Args:
         recognizer: The loaded model (inference runs in a thread, off the event loop).
-        store: Per-call state and emotion streams in Redis.
+        store: Per-call state and call streams in Redis.
         sink: Where events and dead letters are published.
         settings: Gap and batching settings.
         metrics: The worker's metrics.
@@ -172,7 +173,7 @@ class BatchProcessor:
                 rejected.append((event, errors[i]))
             else:
                 inputs[event.call_id].append(UtteranceInput(event.utterance_id, event.speaker_id,
-                                                            features=dict(vec)))
+                                                            features=dict(vec), seq=event.seq))
         for event, _ in rejected:
             work[event.call_id].ready.remove(event)
         return inputs, rejected
@@ -192,19 +193,15 @@ class BatchProcessor:
             per_call[state.call_id].append((state, updates))
         out: list[tuple[str, LabelUpdate, int, int]] = []
         for call_id, w in work.items():
-            seq_of = dict(w.record.seqs)  # before trimming: a long batch outruns the window
             for (state, updates), event in zip(per_call[call_id], w.ready, strict=True):
                 w.record.state = state
-                seq_of[event.utterance_id] = event.seq
                 since = event.end_of_speech_at if event.end_of_speech_at is not None else event.produced_at
-                out.extend((call_id, u, seq_of[u.utterance_id], since) for u in updates)
+                out.extend((call_id, u, u.seq, since) for u in updates)
             if w.finalize:
                 w.record.state, final_updates = self.recognizer.end_call(w.record.state)
                 assert w.closing_trigger is not None
-                out.extend((call_id, u, seq_of[u.utterance_id], w.closing_trigger.since_ms)
+                out.extend((call_id, u, u.seq, w.closing_trigger.since_ms)
                            for u in final_updates)
-            kept = {n.utterance_id for n in w.record.state.nodes}
-            w.record.seqs = {u: s for u, s in seq_of.items() if u in kept}
         return out
 
     def _events(self, updates: list[tuple[str, LabelUpdate, int, int]], emitted_at: int
@@ -214,7 +211,7 @@ class BatchProcessor:
             latency_ms = float(emitted_at - since_ms)
             self.metrics.latency.observe(max(latency_ms, 0.0) / 1000)
             events.append(EmotionEvent(
-                call_id=call_id, utterance_id=u.utterance_id, seq=seq, speaker_id=u.speaker,
+                call_id=call_id, utterance_id=u.utterance_id, seq=seq, speaker_id=u.speaker_id,
                 label=u.label, scores=u.scores, revision=u.revision, final=u.final,
                 model_id=self.recognizer.model_id, latency_ms=latency_ms, emitted_at=emitted_at))
         return events
@@ -226,7 +223,7 @@ class BatchProcessor:
                 self._active.pop(call_id, None)
             else:
                 self._active[call_id] = now
-        horizon = now - self.settings.call_ttl_s
+        horizon = now - self.settings.call_stream_ttl_s
         self._active = {c: t for c, t in self._active.items() if t >= horizon}
         self.metrics.active_calls.set(len(self._active))
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from contracts.events import CallEnded, UtteranceEvent
 from workers.dead_letter import Reason
-from workers.events import CallEnded, UtteranceEvent
 from workers.state import SKIPPED_KEPT, CallRecord
 
 log = logging.getLogger(__name__)

@@ -1,51 +1,32 @@
-"""The worker's one typed config object: env (``CBERL_*``), then CLI flags over it.
+"""The worker's one typed config object: :class:`contracts.settings.SharedSettings` plus
+what only a worker needs; env (``CBERL_*``) first, flags override.
 
 ``broker_profile`` switches the faust settings the local tansu broker needs (DESIGN.md,
-"tansu 0.6.0 facts") on and off; ``faust_settings()`` is the only place that turns this
-object into faust's keyword arguments.
+"tansu 0.6.0 facts") on and off; :meth:`WorkerSettings.faust_settings` is the only place
+that turns this object into faust's keyword arguments.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
 
-from workers.events import DEAD_LETTER_TOPIC, EMOTIONS_TOPIC, UTTERANCES_TOPIC
+from contracts.settings import SharedSettings
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(SharedSettings):
     """Everything a recognizer worker needs; see ``docs/workers.md`` for each field."""
 
-    model_config = SettingsConfigDict(env_prefix="CBERL_", extra="forbid")
-
-    # -- where ------------------------------------------------------------------------
-    broker_bootstrap_servers: str = Field(
-        "127.0.0.1:9092", pattern=r"^[^\s,:/]+:\d+(,[^\s,:/]+:\d+)*$",
-        description="Kafka bootstrap servers host:port[,host:port...]; same setting as the streamer's")
-    broker_profile: Literal["tansu", "kafka"] = "tansu"
-    redis_url: str = "redis://127.0.0.1:6379/0"
     app_id: str = Field("cberl-recognizer", description="consumer group shared by all workers")
-    utterances_topic: str = UTTERANCES_TOPIC
-    emotions_topic: str = EMOTIONS_TOPIC
-    dead_letter_topic: str = DEAD_LETTER_TOPIC
-    partitions: int = Field(8, ge=1, description="partitions of utterances/emotions when created")
     create_topics: bool = Field(True, description="create missing topics before starting")
-
-    # -- model ------------------------------------------------------------------------
-    model_dir: Path | None = Field(None, description="model directory; default: the bundled model")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    device: str = Field("auto", description="model device: auto | cpu | cuda | cuda:N")
 
     # -- processing -------------------------------------------------------------------
     max_batch: int = Field(64, ge=1, description="events per micro-batch (stream.take)")
     batch_within_s: float = Field(0.01, gt=0, description="longest wait to fill a micro-batch")
-    call_ttl_s: int = Field(3600, ge=1, description="idle call state (and its stream) expires after")
     gap_timeout_s: float = Field(5.0, gt=0, description="wait for a missing seq before skipping it")
     max_pending: int = Field(64, ge=1, description="early utterances held per call while a seq is missing")
-    emotion_stream_maxlen: int = Field(10_000, ge=1, description="approximate cap of each call's stream")
     redis_retry_max_s: float = Field(5.0, gt=0, description="longest back-off between Redis retries")
 
     # -- broker tuning (profile defaults when unset) ----------------------------------
@@ -54,15 +35,6 @@ class WorkerSettings(BaseSettings):
     # -- operations -------------------------------------------------------------------
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 = off")
     metrics_host: str = Field("127.0.0.1", description="address /metrics binds (0.0.0.0 in a pod)")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_json: bool = False
-
-    @model_validator(mode="after")
-    def _distinct_topics(self) -> WorkerSettings:
-        names = [self.utterances_topic, self.emotions_topic, self.dead_letter_topic]
-        if len(set(names)) != 3:
-            raise ValueError(f"topic names must differ, got {names}")
-        return self
 
     @property
     def effective_fetch_max_wait_ms(self) -> int:
@@ -92,18 +64,7 @@ class WorkerSettings(BaseSettings):
         return conf
 
     def masked(self) -> dict[str, Any]:
-        """The settings as printed at start: passwords in URLs replaced by ``***``."""
-        data = self.model_dump(mode="json")
-        data["redis_url"] = _mask_url(self.redis_url)
+        """The settings as printed at start: secrets masked, profile defaults filled in."""
+        data = super().masked()
         data["fetch_max_wait_ms"] = self.effective_fetch_max_wait_ms
         return data
-
-
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}:" if parts.username else ":"
-    host = parts.hostname or ""
-    netloc = f"{user}***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -26,7 +26,8 @@ from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, T
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from cberl_model.inference import CallState
-from workers.events import CALL_STREAM_EMOTION_FIELD, EmotionEvent, emotion_stream_key
+from contracts.call_stream import EMOTION_FIELD, call_stream_key
+from contracts.events import EmotionEvent
 from workers.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,12 @@ class CallRecord:
 
 
 class CallStore:
-    """Async access to call records and emotion streams, with outage retries.
+    """Async access to call records and call streams, with outage retries.
 
     Args:
         client: A ``redis.asyncio`` client (injected; tests hand in their own).
         ttl_s: Idle expiry of a call's keys, refreshed on every write.
-        stream_maxlen: Approximate cap of each call's emotion stream (``MAXLEN ~``).
+        stream_maxlen: Approximate cap of each call stream (``MAXLEN ~``).
         retry_max_s: Longest back-off between retries while Redis is unreachable.
         metrics: Where outages are counted.
     """
@@ -173,11 +174,11 @@ class CallStore:
         async def write() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
                 for event in events:
-                    key = emotion_stream_key(event.call_id)
-                    pipe.xadd(key, {CALL_STREAM_EMOTION_FIELD: event.model_dump_json()},
+                    key = call_stream_key(event.call_id)
+                    pipe.xadd(key, {EMOTION_FIELD: event.model_dump_json()},
                               maxlen=self.stream_maxlen, approximate=True)
                 for call_id in {e.call_id for e in events}:
-                    pipe.expire(emotion_stream_key(call_id), self.ttl_s)
+                    pipe.expire(call_stream_key(call_id), self.ttl_s)
                 await pipe.execute()
 
         await self._retrying("emotion fan-out", write)

@@ -1,6 +1,6 @@
 """``python -m workers.subscribe``: read the ``emotions`` topic as a back-end service would.
 
-A short, complete Kafka consumer of the Emotion contract (:class:`~workers.events.
+A short, complete Kafka consumer of the Emotion contract (:class:`~contracts.events.
 EmotionEvent`): it validates each record, keeps the highest revision per utterance
 (delivery is at-least-once, so repeats are normal) and prints each label that changed
 the view as one JSON line. Use it as is, or as the template of your own consumer::
@@ -20,7 +20,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from workers.events import EMOTIONS_TOPIC, EmotionEvent
+from contracts.events import EmotionEvent
+from contracts.topics import EMOTIONS_TOPIC
 
 
 def newer(view: dict[str, EmotionEvent], event: EmotionEvent) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from workers.services import free_port
+from deploy.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,13 +1,12 @@
-"""Streamer fixtures: one set of models per session, a gateway per test on a free port,
-a reader of the real tansu broker's ``utterances`` topic.
+"""Streamer fixtures: one set of models per session, a gateway per test on a free port.
 
 The broker and Redis are the shared session fixtures ``tansu_broker`` / ``redis_server``
-(``tests/fixtures_services.py``).
+(``tests/fixtures_services.py``); a call's events are read back from the topic with
+:func:`tests.kafka.read_call`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,19 +16,17 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
 
+from deploy.services import RedisServer, TansuBroker, free_port
+from streamer.analyzer import SegmentAnalyzer
 from streamer.gateway import create_app
-from streamer.recognizer import SegmentRecognizer
 from streamer.settings import StreamerSettings, ensure_secret
-from workers.events import UTTERANCES_TOPIC, CallEnded, UtteranceEvent, parse_utterances_message
-from workers.services import RedisServer, TansuBroker, free_port
 
 
 @pytest.fixture(scope="session")
-def recognizer() -> SegmentRecognizer:
+def analyzer() -> SegmentAnalyzer:
     """Whisper tiny.en + the default model's featurizers, loaded once for every test."""
-    return SegmentRecognizer.load(StreamerSettings())
+    return SegmentAnalyzer.load(StreamerSettings())
 
 
 @dataclass
@@ -55,9 +52,9 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def run_gateway(settings: StreamerSettings, recognizer: SegmentRecognizer) -> AsyncIterator[Gateway]:
+async def run_gateway(settings: StreamerSettings, analyzer: SegmentAnalyzer) -> AsyncIterator[Gateway]:
     """Serve a gateway on 127.0.0.1:free port until the block exits."""
-    app = create_app(settings, recognizer)
+    app = create_app(settings, analyzer)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", settings.port)
@@ -76,34 +73,9 @@ def gateway_settings(broker: TansuBroker, redis: RedisServer, **overrides: objec
 
 @pytest_asyncio.fixture
 async def gateway(tansu_broker: TansuBroker, redis_server: RedisServer,
-                  recognizer: SegmentRecognizer) -> AsyncIterator[Gateway]:
-    async with run_gateway(gateway_settings(tansu_broker, redis_server), recognizer) as gw:
+                  analyzer: SegmentAnalyzer) -> AsyncIterator[Gateway]:
+    async with run_gateway(gateway_settings(tansu_broker, redis_server), analyzer) as gw:
         yield gw
-
-
-async def read_call(bootstrap: str, call_id: str, timeout_s: float = 60.0
-                    ) -> tuple[list[UtteranceEvent], CallEnded | None]:
-    """Every utterance of ``call_id`` on the topic, up to its CallEnded (or the timeout)."""
-    consumer = AIOKafkaConsumer(UTTERANCES_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, fetch_max_wait_ms=50)
-    await consumer.start()
-    utterances: list[UtteranceEvent] = []
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                batch = await consumer.getmany(timeout_ms=200)
-                for records in batch.values():
-                    for record in records:
-                        if record.key != call_id.encode():
-                            continue
-                        event = parse_utterances_message(record.value)
-                        if isinstance(event, CallEnded):
-                            return utterances, event
-                        utterances.append(event)
-    except TimeoutError:
-        return utterances, None
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture(scope="session")

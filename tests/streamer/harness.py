@@ -13,12 +13,12 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from contracts.events import CallEnded, UtteranceEvent
+from streamer.analyzer import SegmentAnalyzer
 from streamer.metrics import StreamerMetrics
 from streamer.pipeline import ParticipantPipeline, Speaker
-from streamer.recognizer import SegmentRecognizer
 from streamer.sequencer import CallSequencer
 from streamer.vad import VadParams
-from workers.events import CallEnded, UtteranceEvent
 
 _RATE = 48_000
 _FRAME = 960
@@ -48,7 +48,7 @@ class ArrayTrack(MediaStreamTrack):
         return frame
 
 
-async def run_pipeline(audio_16k: np.ndarray, recognizer: SegmentRecognizer, vad: VadParams | None = None,
+async def run_pipeline(audio_16k: np.ndarray, analyzer: SegmentAnalyzer, vad: VadParams | None = None,
                        video: MediaStreamTrack | None = None, video_fps: float = 0,
                        ) -> list[UtteranceEvent | CallEnded]:
     """Every event one participant's audio produces (the call's end included).
@@ -57,7 +57,7 @@ async def run_pipeline(audio_16k: np.ndarray, recognizer: SegmentRecognizer, vad
     """
     published: list[UtteranceEvent | CallEnded] = []
     sequencer = CallSequencer("c-test", lambda e: published.append(e) or True)
-    pipeline = ParticipantPipeline(Speaker("c-test", "p-1", "pat"), sequencer, recognizer,
+    pipeline = ParticipantPipeline(Speaker("c-test", "p-1", "pat"), sequencer, analyzer,
                                    StreamerMetrics(), lambda _ms: 0, vad or VadParams(), video_fps)
     pipeline.add_track(ArrayTrack(audio_16k, realtime=video is not None))
     if video is not None:

@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from contracts.call_stream import call_stream_key
+from contracts.events import EmotionEvent
+from deploy.speech import timeline_wav, word_error_rate
 from streamer.join import join_call
-from tests.streamer.conftest import Gateway, read_call
-from tests.streamer.speech import timeline_wav, word_error_rate
-from workers.events import EmotionEvent, emotion_stream_key
+from tests.factories import emotion
+from tests.kafka import read_call
+from tests.streamer.conftest import Gateway
+from tests.waiting import async_wait_until
 
 ALICE = [(1.0, "Can you send me the report before the meeting tomorrow?"),
          (8.5, "I am really happy that you called me this morning.")]
@@ -23,14 +27,17 @@ CALL_S = 15.5
 
 async def _offsets(gateway: Gateway, call_id: str, token: str, n: int) -> dict[str, int]:
     """Each participant's media offset on the call timeline, once all ``n`` are streaming."""
-    for _ in range(100):
+    seen: list[object] = [None]
+
+    async def streaming() -> dict[str, int] | None:
         status, body = await gateway.get(f"/v1/calls/{call_id}", token)
         assert status == 200, body
+        seen[0] = body
         offsets = {p["name"]: p["media_offset_ms"] for p in body["participants"]}
-        if len(offsets) == n and None not in offsets.values():
-            return offsets
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"participants never started streaming: {body}")
+        return offsets if len(offsets) == n and None not in offsets.values() else None
+
+    return await async_wait_until(streaming, 10, interval_s=0.1,
+                                  message=lambda: f"participants never started streaming: {seen[0]}")
 
 
 @pytest.mark.asyncio
@@ -55,7 +62,7 @@ async def test_two_participants_ordered_attributed_transcribed(gateway: Gateway,
     truth = sorted(((s.end_ms + offsets[name], name, s) for name, said in spoken.items() for s in said),
                    key=lambda t: t[0])
     assert [u.speaker_name for u in utterances] == [name for _, name, _ in truth]
-    ids = {p["name"]: p["participant_id"] for p in call["participants"]}
+    ids = {p["name"]: p["speaker_id"] for p in call["participants"]}
     for u, (_, name, said) in zip(utterances, truth, strict=True):
         assert u.speaker_id == ids[name]
         assert word_error_rate(said.text, u.text) <= 0.10, (said.text, u.text)
@@ -73,7 +80,11 @@ async def test_hangup_mid_sentence_flushes_partial_utterance(gateway: Gateway, t
     assert status == 201
     await join_call(gateway.url, call["call_id"], call["participants"][0]["token"], tmp_path / "carol.wav",
                     hangup_after_s=hangup_s)
-    await asyncio.sleep(1.0)  # the server sees the hang-up (RTCP BYE), flushes, transcribes
+    # the server sees the hang-up (RTCP BYE), flushes, transcribes: the transcript reaches the call stream
+    redis = aioredis.Redis.from_url(str(gateway.settings.redis_url))
+    await async_wait_until(lambda: redis.xlen(call_stream_key(call["call_id"])), 30,
+                           message="the flushed utterance never reached the call stream")
+    await redis.aclose()
     status, ended = await gateway.post(f"/v1/calls/{call['call_id']}/end",
                                        {"token": call["participants"][0]["token"]})
     assert status == 200 and ended["last_seq"] == 0, ended
@@ -91,16 +102,14 @@ async def test_emotion_events_reach_the_data_channel(gateway: Gateway, tmp_path:
     status, call = await gateway.post("/v1/calls", {"participants": ["dave"]})
     assert status == 201
     call_id = call["call_id"]
-    event = EmotionEvent(call_id=call_id, utterance_id=f"{call_id}:x:0", seq=0, speaker_id="x",
-                         label="joy", scores={"joy": 0.9, "neutral": 0.1}, revision=0, final=False,
-                         model_id="m-test", latency_ms=120.0)
-    redis = aioredis.Redis.from_url(gateway.settings.redis_url)
+    event = emotion(call_id=call_id, latency_ms=120.0)
+    redis = aioredis.Redis.from_url(str(gateway.settings.redis_url))
     received: list[dict] = []
     join = asyncio.create_task(join_call(gateway.url, call_id, call["participants"][0]["token"],
                                          tmp_path / "dave.wav", grace_s=0.5, on_event=received.append))
-    await asyncio.sleep(1.5)
-    await redis.xadd(emotion_stream_key(call_id), {"event": event.model_dump_json()})
-    await redis.xadd(emotion_stream_key(call_id), {"event": json.dumps({"not": "an event"})})
+    await _offsets(gateway, call_id, call["subscriber_token"], 1)  # dave is in the call, streaming
+    await redis.xadd(call_stream_key(call_id), {"event": event.model_dump_json()})
+    await redis.xadd(call_stream_key(call_id), {"event": json.dumps({"not": "an event"})})
     await join
     await redis.aclose()
     assert [EmotionEvent.model_validate(e) for e in received] == [event]

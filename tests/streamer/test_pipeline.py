@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.recognizer import SegmentRecognizer
+from contracts.events import CallEnded, UtteranceEvent
+from streamer.analyzer import SegmentAnalyzer
 from streamer.vad import Endpointer, VadParams
 from tests.streamer.harness import run_pipeline
-from tests.streamer.speech import RATE, say, word_error_rate
-from workers.events import CallEnded, UtteranceEvent
+from deploy.speech import RATE, say, word_error_rate
 
 
 def _sox_noise(path: Path, kind: str, seconds: int, volume: float) -> np.ndarray:
@@ -26,21 +26,21 @@ def _sox_noise(path: Path, kind: str, seconds: int, volume: float) -> np.ndarray
 @pytest.mark.parametrize(("kind", "volume"), [("silence", 0.0), ("whitenoise", 0.05),
                                               ("pinknoise", 0.3), ("brownnoise", 0.5)])
 async def test_sixty_seconds_without_speech_give_no_utterance(
-        kind: str, volume: float, recognizer: SegmentRecognizer, tmp_path: Path) -> None:
+        kind: str, volume: float, analyzer: SegmentAnalyzer, tmp_path: Path) -> None:
     audio = np.zeros(60 * RATE, np.float32) if kind == "silence" else \
         _sox_noise(tmp_path / "noise.raw", kind, 60, volume)
     assert audio.size == 60 * RATE
-    events = await run_pipeline(audio, recognizer)
+    events = await run_pipeline(audio, analyzer)
     assert events == [CallEnded(call_id="c-test", last_seq=-1, produced_at=events[-1].produced_at)]
 
 
 @pytest.mark.asyncio
-async def test_speech_in_noise_gives_one_utterance(recognizer: SegmentRecognizer, tmp_path: Path) -> None:
+async def test_speech_in_noise_gives_one_utterance(analyzer: SegmentAnalyzer, tmp_path: Path) -> None:
     sentence = "Where did you put the keys to the car?"
     speech = say(sentence, tmp_path)
     audio = _sox_noise(tmp_path / "noise.raw", "pinknoise", 6, 0.05)
     audio[RATE:RATE + speech.size] += speech
-    events = await run_pipeline(audio, recognizer)
+    events = await run_pipeline(audio, analyzer)
     assert len(events) == 2 and isinstance(events[0], UtteranceEvent)
     assert word_error_rate(sentence, events[0].text) <= 0.1, events[0].text
     assert abs(events[0].end_ms - (RATE + speech.size) * 1000 // RATE) <= 300

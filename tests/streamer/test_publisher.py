@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from contracts.events import CallEnded, UtteranceEvent
+from deploy.services import TansuBroker, free_port
 from streamer.metrics import StreamerMetrics
 from streamer.publisher import UtterancePublisher
 from streamer.settings import StreamerSettings
 from tests.streamer.conftest import read_call
-from workers.events import CallEnded, UtteranceEvent
-from workers.services import TansuBroker, free_port
 
 
 def _utterance(seq: int) -> UtteranceEvent:

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from contracts.events import CallEnded, UtteranceEvent
 from streamer.sequencer import CallSequencer
-from workers.events import CallEnded, UtteranceEvent
 
 
 def _factory(name: str):

@@ -11,18 +11,12 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from contracts.call_stream import EMOTION_FIELD, TRANSCRIPT_FIELD, call_stream_key
+from contracts.events import EmotionEvent, TranscriptEntry, UtteranceEvent
 from streamer.gateway import PUBLISHER
 from streamer.join import JoinError, add_participant, create_call
 from streamer.tokens import issue_token, verify_token
 from tests.streamer.conftest import Gateway
-from workers.events import (
-    CALL_STREAM_EMOTION_FIELD,
-    CALL_STREAM_TRANSCRIPT_FIELD,
-    EmotionEvent,
-    TranscriptEntry,
-    UtteranceEvent,
-    emotion_stream_key,
-)
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 LABELS = ("neutral", "joy")
@@ -39,11 +33,11 @@ async def _fill(redis_url: str, call_id: str) -> list[str]:
     transcript = TranscriptEntry(call_id=call_id, utterance_id=f"{call_id}-u0", seq=0, speaker_id="p-a",
                                  speaker_name="Ann", start_ms=0, end_ms=900, text="what a day")
     client = aioredis.Redis.from_url(redis_url)
-    key = emotion_stream_key(call_id)
-    ids = [await client.xadd(key, {CALL_STREAM_TRANSCRIPT_FIELD: transcript.model_dump_json()}),
-           await client.xadd(key, {CALL_STREAM_EMOTION_FIELD: b"{not json"}),
-           await client.xadd(key, {CALL_STREAM_EMOTION_FIELD: _emotion(call_id, 0, False).model_dump_json()}),
-           await client.xadd(key, {CALL_STREAM_EMOTION_FIELD: _emotion(call_id, 1, True).model_dump_json()})]
+    key = call_stream_key(call_id)
+    ids = [await client.xadd(key, {TRANSCRIPT_FIELD: transcript.model_dump_json()}),
+           await client.xadd(key, {EMOTION_FIELD: b"{not json"}),
+           await client.xadd(key, {EMOTION_FIELD: _emotion(call_id, 0, False).model_dump_json()}),
+           await client.xadd(key, {EMOTION_FIELD: _emotion(call_id, 1, True).model_dump_json()})]
     await client.aclose()
     return [i.decode() for i in ids]
 
@@ -140,11 +134,11 @@ async def test_published_utterances_reach_the_call_stream_without_features(
     deadline = time.monotonic() + 20
     entries = []
     while not entries and time.monotonic() < deadline:
-        entries = await client.xrange(emotion_stream_key("call-pub"))
+        entries = await client.xrange(call_stream_key("call-pub"))
         await asyncio.sleep(0.1)
     await client.aclose()
     assert len(entries) == 1
-    stored = json.loads(entries[0][1][CALL_STREAM_TRANSCRIPT_FIELD.encode()])
+    stored = json.loads(entries[0][1][TRANSCRIPT_FIELD.encode()])
     assert stored["text"] == "hello there" and stored["speaker_name"] == "Ann"
     assert "features" not in stored
 
@@ -164,6 +158,6 @@ async def test_an_invite_token_mints_a_named_participant(gateway: Gateway) -> No
     call = await create_call(gateway.url, ["ann"])
     minted = await add_participant(gateway.url, call["call_id"], "bob", call["subscriber_token"])
     claims = verify_token(gateway.settings.secret(), minted["token"], call["call_id"], "participant")
-    assert claims.participant_name == "bob" and claims.participant_id == minted["participant_id"]
+    assert claims.speaker_name == "bob" and claims.speaker_id == minted["speaker_id"]
     with pytest.raises(JoinError, match="HTTP 401"):
         await add_participant(gateway.url, call["call_id"], "eve", "forged.token")

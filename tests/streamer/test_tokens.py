@@ -12,9 +12,9 @@ SECRET = b"k" * 32
 
 
 def test_participant_token_round_trip() -> None:
-    token = issue_token(SECRET, "c-1", "participant", 60, participant_id="p-1", participant_name="Ann")
+    token = issue_token(SECRET, "c-1", "participant", 60, speaker_id="p-1", speaker_name="Ann")
     claims = verify_token(SECRET, token, "c-1", "participant")
-    assert (claims.call_id, claims.role, claims.participant_id, claims.participant_name) == \
+    assert (claims.call_id, claims.role, claims.speaker_id, claims.speaker_name) == \
         ("c-1", "participant", "p-1", "Ann")
     assert claims.exp >= time.time() + 59
     assert len(token) < 200, "tokens must stay compact"
@@ -50,7 +50,7 @@ def test_other_secret_expired_other_call_and_role() -> None:
 
 
 def test_issue_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="participant_id"):
+    with pytest.raises(ValueError, match="speaker_id"):
         issue_token(SECRET, "c-1", "participant", 60)
     with pytest.raises(ValueError, match="role"):
         issue_token(SECRET, "c-1", "admin", 60)  # type: ignore[arg-type]

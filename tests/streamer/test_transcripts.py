@@ -8,9 +8,10 @@ import logging
 import pytest
 import redis.asyncio as aioredis
 
+from contracts.call_stream import TRANSCRIPT_FIELD, call_stream_key
+from contracts.events import TranscriptEntry, UtteranceEvent
+from deploy.services import RedisServer, free_port
 from streamer.transcripts import TranscriptWriter
-from workers.events import CALL_STREAM_TRANSCRIPT_FIELD, TranscriptEntry, UtteranceEvent, emotion_stream_key
-from workers.services import RedisServer, free_port
 
 
 def _utterance(call_id: str, seq: int) -> UtteranceEvent:
@@ -26,13 +27,14 @@ async def test_transcripts_land_on_the_call_stream_without_features(redis_server
     for seq in range(50):  # more than the connection pool interleaves: order must still hold
         writer.submit(_utterance("c-transcript", seq))
     await writer.drain()
-    key = emotion_stream_key("c-transcript")
+    key = call_stream_key("c-transcript")
     entries = await client.xrange(key)
     ttl = await client.ttl(key)
     await client.aclose()
-    stored = [TranscriptEntry.model_validate_json(fields[CALL_STREAM_TRANSCRIPT_FIELD.encode()])
+    stored = [TranscriptEntry.model_validate_json(fields[TRANSCRIPT_FIELD.encode()])
               for _, fields in entries]
-    assert [(e.seq, e.text, e.speaker_id) for e in stored] == [(seq, f"line {seq}", "alice") for seq in range(50)]
+    expected = [(seq, f"line {seq}", "alice") for seq in range(50)]
+    assert [(e.seq, e.text, e.speaker_id) for e in stored] == expected
     assert 0 < ttl <= 60
 
 
@@ -51,7 +53,8 @@ async def test_dead_redis_drops_the_transcript_with_an_error_line(caplog: pytest
 
 
 @pytest.mark.asyncio
-async def test_a_full_backlog_drops_new_transcripts_with_an_error_line(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_full_backlog_drops_new_transcripts_with_an_error_line(
+        caplog: pytest.LogCaptureFixture) -> None:
     client = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     writer = TranscriptWriter(client, maxlen=100, ttl_s=60, backlog=1)
     with caplog.at_level(logging.ERROR, logger="streamer.transcripts"):

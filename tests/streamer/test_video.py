@@ -8,27 +8,27 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import VideoStreamTrack
 
+from streamer.analyzer import AnalyzedSegment, SegmentAnalyzer
 from streamer.frames import SpeechSegment
-from streamer.recognizer import Recognized, SegmentRecognizer
 from tests.streamer.harness import run_pipeline
-from tests.streamer.speech import RATE, say
+from deploy.speech import RATE, say
 
 
 @pytest.mark.asyncio
-async def test_frames_sampled_while_speaking(recognizer: SegmentRecognizer, tmp_path: Path,
+async def test_frames_sampled_while_speaking(analyzer: SegmentAnalyzer, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     speech = say("Do you want to have dinner with us tonight?", tmp_path)
     audio = np.zeros(int(1.5 * RATE) + speech.size + RATE, np.float32)
     audio[int(1.5 * RATE):int(1.5 * RATE) + speech.size] = speech
     seen: list[SpeechSegment] = []
-    process = recognizer.process
+    process = analyzer.process
 
-    async def recording(segment: SpeechSegment, frame_rate: float) -> Recognized:
+    async def recording(segment: SpeechSegment, frame_rate: float) -> AnalyzedSegment:
         seen.append(segment)
         return await process(segment, frame_rate)
 
-    monkeypatch.setattr(recognizer, "process", recording)
-    events = await run_pipeline(audio, recognizer, video=VideoStreamTrack(), video_fps=4.0)
+    monkeypatch.setattr(analyzer, "process", recording)
+    events = await run_pipeline(audio, analyzer, video=VideoStreamTrack(), video_fps=4.0)
     assert len(events) == 2 and len(seen) == 1
     speech_s = speech.size / RATE
     frames = seen[0].frames

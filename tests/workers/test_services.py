@@ -10,7 +10,8 @@ import pytest
 import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
-from workers.services import RedisServer, ServiceError, TansuBroker, ensure_topics, free_port
+from contracts.topics import ensure_topics
+from deploy.services import RedisServer, ServiceError, TansuBroker, free_port
 
 
 def test_redis_fixture_answers_and_persists_across_restart(tmp_path: Path) -> None:

