@@ -19,3 +19,11 @@ TRANSCRIPT_FIELD = "utterance"
 def call_stream_key(call_id: str) -> str:
     """The Redis key of ``call_id``'s call stream."""
     return f"cberl:emotions:{call_id}"
+
+
+def call_key(call_id: str) -> str:
+    """The Redis key that says a call exists: the streamer sets it when the call is created
+    (expiring with ``call_stream_ttl_s``, refreshed while the call is active); workers
+    dead-letter utterances of calls without it, so events for calls that never existed are
+    not processed."""
+    return f"cberl:call:{call_id}"
