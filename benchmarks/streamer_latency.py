@@ -1,10 +1,10 @@
 """Streamer latency on this machine: end of speech -> Utterance event published.
 
-Starts the embedded stack (tansu + redis-server, ``workers.services``) and the gateway
-(``python -m streamer``) as child processes on 127.0.0.1, then for each concurrency level
+Starts tansu, redis-server and the gateway (``python -m streamer``) as child processes on
+127.0.0.1 (``deploy.services``), then for each concurrency level
 N runs N one-participant calls at once, each a real aiortc client (``streamer.join``, all
-in this process) streaming an espeak-ng script in real time. It reads every utterance back
-from the ``utterances`` topic and reports, per level:
+in this process) streaming an espeak-ng script (``deploy.speech``) in real time. It reads
+every utterance back from the ``utterances`` topic and reports, per level:
 
 - ``latency_ms`` p50/p95/max: ``produced_at - end_of_speech_at`` of each event, i.e. from
   the wall clock of the last speech sample's arrival (so the VAD's silence wait is
@@ -24,22 +24,23 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+from aiokafka import AIOKafkaConsumer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cberl_model.features.whisper_model import whisper_cpu_threads  # noqa: E402
-from deploy.services import RedisServer, TansuBroker, free_port  # noqa: E402
+from contracts.events import CallEnded, UtteranceEvent, parse_utterances_message  # noqa: E402
+from contracts.topics import UTTERANCES_TOPIC  # noqa: E402
+from deploy.services import PythonService, RedisServer, TansuBroker, free_port  # noqa: E402
+from deploy.speech import timeline_wav  # noqa: E402
 from streamer.join import create_call, join_call  # noqa: E402
-from tests.streamer.conftest import read_call  # noqa: E402
-from tests.streamer.speech import timeline_wav  # noqa: E402
 
 SCRIPT = [(1.0, "Can you send me the report before the meeting tomorrow?"),
           (5.5, "Do you want to have dinner with us tonight?"),
@@ -62,14 +63,41 @@ async def _metric_sum_count(url: str, name: str) -> tuple[float, float]:
     return values.get(name + "_sum", 0.0), values.get(name + "_count", 0.0)
 
 
+async def _utterances_of(bootstrap: str, call_ids: list[str], timeout_s: float
+                         ) -> dict[str, list[UtteranceEvent]]:
+    """Each call's utterances on the ``utterances`` topic, read until every call has ended."""
+    wanted = {c.encode(): c for c in call_ids}
+    utterances: dict[str, list[UtteranceEvent]] = {c: [] for c in call_ids}
+    open_calls = set(call_ids)
+    consumer = AIOKafkaConsumer(UTTERANCES_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50)
+    await consumer.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while open_calls and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    call_id = wanted.get(record.key)
+                    if call_id not in open_calls:
+                        continue
+                    event = parse_utterances_message(record.value)
+                    if isinstance(event, CallEnded):
+                        open_calls.discard(call_id)
+                    else:
+                        utterances[call_id].append(event)
+    finally:
+        await consumer.stop()
+    return utterances
+
+
 async def _level(url: str, bootstrap: str, wav: Path, n: int) -> dict[str, object]:
     calls = [await create_call(url, [f"speaker{i}"]) for i in range(n)]
     rtf_before = await _metric_sum_count(url, "streamer_asr_real_time_factor")
     await asyncio.gather(*(join_call(url, c["call_id"], c["participants"][0]["token"], wav, grace_s=1.5,
                                      end_call=True) for c in calls))
     latencies, trends, counts = [], [], []
-    for c in calls:
-        utterances, _ = await read_call(bootstrap, c["call_id"], timeout_s=30)
+    read = await _utterances_of(bootstrap, [c["call_id"] for c in calls], timeout_s=30)
+    for utterances in read.values():
         lat = [u.produced_at - u.end_of_speech_at for u in utterances if u.end_of_speech_at]
         latencies += lat
         counts.append(len(utterances))
@@ -84,22 +112,7 @@ async def _level(url: str, bootstrap: str, wav: Path, n: int) -> dict[str, objec
             "asr_rtf": round((rtf_after[0] - rtf_before[0]) / rtf_n, 3) if rtf_n else None}
 
 
-async def _wait_ready(url: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(f"{url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.5)
-    raise RuntimeError(f"gateway at {url} not ready within {timeout_s:.0f} s")
-
-
 async def _measure(url: str, bootstrap: str, wav: Path, levels: list[int]) -> list[dict[str, object]]:
-    await _wait_ready(url)
     results = []
     for n in levels:
         result = await _level(url, bootstrap, wav, n)
@@ -114,16 +127,12 @@ def main(levels: list[int], out: Path) -> None:
     timeline_wav(wav, SCRIPT, SCRIPT_S, work)
     port = free_port()
     with TansuBroker(free_port(), work / "tansu") as broker, \
-            RedisServer(free_port(), work / "redis") as redis, open(work / "gateway.log", "wb") as log:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "CBERL_PORT": str(port),
+            RedisServer(free_port(), work / "redis") as redis:
+        env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CBERL_PORT": str(port),
                "CBERL_BROKER_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "CBERL_REDIS_URL": redis.url}
-        gateway = subprocess.Popen([sys.executable, "-m", "streamer"], cwd=ROOT, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
-        try:
+        # ready when its own /readyz answers (broker and Redis reachable); output in work/streamer
+        with PythonService("streamer", "streamer", [], port, "/readyz", work / "streamer", env):
             results = asyncio.run(_measure(f"http://127.0.0.1:{port}", broker.bootstrap_servers, wav, levels))
-        finally:
-            gateway.terminate()
-            gateway.wait(30)
     report = {
         "what": "end of speech (wall clock of the last speech sample) -> Utterance event handed to "
                 "the producer; N one-participant calls at once, real aiortc clients in one process "

@@ -14,21 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from deploy.speech import timeline_wav
+from tests.fixtures_services import ROOT, SINGLE_THREAD_ENV
+
 SENTENCES = ("I am so happy to see you again today.", "Why did you break my favourite cup?")
 
 
 def _speech(path: Path) -> None:
-    """16-bit PCM speech with 1 s of leading silence and pauses between the sentences."""
-    parts = []
-    for i, sentence in enumerate(SENTENCES):
-        raw = path.with_name(f"s{i}.wav")
-        subprocess.run(["espeak-ng", "-s", "150", "-w", str(raw), sentence], check=True)
-        parts.append(str(raw))
-    subprocess.run(["sox", "-n", "-r", "22050", "-c", "1", "-b", "16", str(path.with_name("gap.wav")),
-                    "trim", "0", "1.5"], check=True)
-    gap = str(path.with_name("gap.wav"))
-    subprocess.run(["sox", gap, parts[0], gap, parts[1], gap, gap, "-b", "16", str(path)], check=True)
+    """16-bit PCM speech: 1.5 s of leading silence, pauses between the sentences, 3 s after."""
+    timeline_wav(path, [(1.5, SENTENCES[0]), (6.0, SENTENCES[1])], 12.0, path.parent)
 
 
 def _words(text: str) -> list[str]:
@@ -41,7 +35,8 @@ def test_page_shows_transcript_and_final_emotion_chips(tmp_path: Path) -> None:
     out = ROOT / "test-artifacts" / "browser"
     script = (f"ip link set lo up && exec {sys.executable} -m tests.browser.page_session "
               f"--wav {wav} --out {out} --expected-utterances {len(SENTENCES)}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the stack's services run in their data directories: this checkout goes on their sys.path
+    env = {**os.environ, **SINGLE_THREAD_ENV, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(["unshare", "-n", "sh", "-c", script], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -10,22 +10,24 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from deploy.services import free_port
+from deploy.speech import timeline_wav
+from tests.fixtures_services import ServiceProcess
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _stack_command(ports: dict[str, int], data_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "deploy.embedded", "--port", str(ports["port"]),
-            "--broker-port", str(ports["broker"]), "--redis-port", str(ports["redis"]),
-            "--worker-metrics-port", str(ports["metrics"]), "--data-dir", str(data_dir)]
+def _stack_args(ports: dict[str, int], data_dir: Path) -> list[str]:
+    return ["--port", str(ports["port"]), "--broker-port", str(ports["broker"]), "--redis-port",
+            str(ports["redis"]), "--worker-metrics-port", str(ports["metrics"]), "--data-dir", str(data_dir)]
 
 
 def _listening(port: int) -> bool:
@@ -34,10 +36,9 @@ def _listening(port: int) -> bool:
 
 
 def _speech(path: Path) -> None:
-    raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-w", str(raw), "I am really happy to see you. "
-                    "But I hate waiting in the rain."], check=True)
-    subprocess.run(["sox", str(raw), "-r", "48000", str(path), "pad", "0.5", "1.5"], check=True)
+    """Two sentences with a pause between them: two utterances."""
+    timeline_wav(path, [(0.5, "I am really happy to see you."), (3.5, "But I hate waiting in the rain.")],
+                 7.5, path.parent)
 
 
 def final_view(events: list[dict]) -> dict[str, tuple[int, str, bool]]:
@@ -54,33 +55,28 @@ def test_a_port_in_use_is_a_clear_error_and_starts_nothing(tmp_path: Path) -> No
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", ports["redis"]))
         busy.listen()
-        proc = subprocess.run(_stack_command(ports, tmp_path), cwd=ROOT, capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run([sys.executable, "-m", "deploy.embedded", *_stack_args(ports, tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert f"port already in use: redis 127.0.0.1:{ports['redis']}" in proc.stderr
     assert not any(_listening(ports[k]) for k in ("port", "broker", "metrics"))
 
 
 @pytest.fixture
-def stack(tmp_path: Path):
+def stack(tmp_path: Path) -> Iterator[tuple[ServiceProcess, dict[str, int], Path]]:
+    """``python -m deploy.embedded``, up once the streamer it starts last answers ``/readyz``."""
     ports = {"port": free_port(), "broker": free_port(), "redis": free_port(), "metrics": free_port()}
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    log = open(tmp_path / "stack.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(_stack_command(ports, tmp_path / "data"), cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while "is running" not in (tmp_path / "stack.log").read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "stack.log").read_text()
-        time.sleep(0.2)
-    yield proc, ports, tmp_path
-    if proc.poll() is None:
-        proc.kill()
-    log.close()
+    service = ServiceProcess("stack", "deploy.embedded", _stack_args(ports, tmp_path / "data"),
+                             ports["port"], "/readyz", tmp_path, startup_timeout_s=180)
+    service.start()
+    yield service, ports, tmp_path
+    service.stop(timeout_s=60)  # SIGTERM: the stack stops its own children first
 
 
 def test_call_is_labelled_and_both_subscriptions_agree_then_ctrl_c_cleans_up(stack) -> None:
-    proc, ports, tmp_path = stack
-    children = psutil.Process(proc.pid).children(recursive=True)
+    service, ports, tmp_path = stack
+    assert service.pid is not None
+    children = psutil.Process(service.pid).children(recursive=True)
     assert {"tansu", "redis-server"} <= {c.name() for c in children}
 
     wav = tmp_path / "speech.wav"
@@ -95,15 +91,16 @@ def test_call_is_labelled_and_both_subscriptions_agree_then_ctrl_c_cleans_up(sta
 
     url = (f"http://127.0.0.1:{ports['port']}/v1/calls/{call_id}/emotions?token={token}"
            f"&follow=false&types=emotion")
-    deadline = time.monotonic() + 60
-    while True:  # the worker finalises the call shortly after it ended
+
+    def all_final() -> list[dict] | None:
         with urllib.request.urlopen(url, timeout=30) as response:
-            sse = [json.loads(line[6:]) for line in response.read().decode().splitlines()
-                   if line.startswith("data: ")]
-        view = final_view(sse)
-        if (view and all(final for _, _, final in view.values())) or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+            events = [json.loads(line[6:]) for line in response.read().decode().splitlines()
+                      if line.startswith("data: ")]
+        view = final_view(events)
+        return events if view and all(final for _, _, final in view.values()) else None
+
+    # the worker finalises the call shortly after it ended
+    sse = wait_until(all_final, 60, interval_s=1, message="the call's labels never all turned final")
     kafka = subprocess.run([sys.executable, "-m", "workers.subscribe", "--bootstrap-servers",
                             f"127.0.0.1:{ports['broker']}", "--call", call_id, "--from-beginning",
                             "--idle-exit-s", "3"], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -114,7 +111,7 @@ def test_call_is_labelled_and_both_subscriptions_agree_then_ctrl_c_cleans_up(sta
     assert final_view(sse) == final_view(topic)
     assert all(final for _, _, final in final_view(sse).values())
 
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 0
+    service.send_signal(signal.SIGINT)
+    assert service.wait(timeout_s=60) == 0
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
     assert not any(_listening(p) for p in ports.values())

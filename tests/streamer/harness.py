@@ -37,7 +37,7 @@ class ArrayTrack(MediaStreamTrack):
 
     async def recv(self) -> av.AudioFrame:
         if self._realtime:
-            await asyncio.sleep(_FRAME / _RATE)
+            await asyncio.sleep(_FRAME / _RATE)  # pacing, not waiting: 20 ms of audio per frame
         if self._pos >= self._pcm.size:
             self.stop()
             raise MediaStreamError

@@ -15,8 +15,10 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from tests.streamer.conftest import Gateway, read_call
-from tests.streamer.speech import timeline_wav, word_error_rate
+from deploy.speech import timeline_wav, word_error_rate
+from tests.kafka import read_call
+from tests.streamer.conftest import Gateway
+from tests.waiting import async_wait_until
 
 SENTENCE = "I think we need to buy more coffee."
 
@@ -100,14 +102,16 @@ async def test_cli_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     assert client.returncode == 2 and len(lines) == 1 and lines[0].startswith("streamer.join: error:"), lines
 
 
+async def _ready(gateway: Gateway) -> tuple[int, dict | str] | None:
+    reply = await gateway.get("/readyz")
+    return reply if reply[0] == 200 else None
+
+
 @pytest.mark.asyncio
 async def test_health_readiness_metrics_cors(gateway: Gateway) -> None:
     assert await gateway.get("/healthz") == (200, {"status": "ok"})
-    for _ in range(50):  # the producer connects in the background
-        status, ready = await gateway.get("/readyz")
-        if status == 200:
-            break
-        await asyncio.sleep(0.2)
+    status, ready = await async_wait_until(  # the producer connects in the background
+        lambda: _ready(gateway), 10, interval_s=0.2, message="the gateway never got ready")
     assert (status, ready) == (200, {"ready": True, "checks": {"broker": "ok", "redis": "ok"}})
     status, text = await gateway.get("/metrics")
     for name in ("streamer_active_calls", "streamer_utterance_latency_seconds_bucket",

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contracts.events import CallEnded, UtteranceEvent
+from contracts.events import UtteranceEvent
+from deploy.speech import RATE, say, word_error_rate
 from streamer.analyzer import SegmentAnalyzer
 from streamer.vad import Endpointer, VadParams
+from tests.factories import call_ended
 from tests.streamer.harness import run_pipeline
-from deploy.speech import RATE, say, word_error_rate
 
 
 def _sox_noise(path: Path, kind: str, seconds: int, volume: float) -> np.ndarray:
@@ -31,7 +32,7 @@ async def test_sixty_seconds_without_speech_give_no_utterance(
         _sox_noise(tmp_path / "noise.raw", kind, 60, volume)
     assert audio.size == 60 * RATE
     events = await run_pipeline(audio, analyzer)
-    assert events == [CallEnded(call_id="c-test", last_seq=-1, produced_at=events[-1].produced_at)]
+    assert events == [call_ended("c-test", -1, produced_at=events[-1].produced_at)]
 
 
 @pytest.mark.asyncio

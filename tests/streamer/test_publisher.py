@@ -3,23 +3,23 @@ a broker is up; a full backlog refuses loudly."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
 import pytest
 
-from contracts.events import CallEnded, UtteranceEvent
+from contracts.events import UtteranceEvent
 from deploy.services import TansuBroker, free_port
 from streamer.metrics import StreamerMetrics
 from streamer.publisher import UtterancePublisher
 from streamer.settings import StreamerSettings
-from tests.streamer.conftest import read_call
+from tests.factories import call_ended, utterance
+from tests.kafka import read_call
+from tests.waiting import async_wait_until
 
 
 def _utterance(seq: int) -> UtteranceEvent:
-    return UtteranceEvent(call_id="c-down", utterance_id=f"u{seq}", seq=seq, speaker_id="s", start_ms=seq,
-                          end_ms=seq + 1, text=f"utterance {seq}", feature_spec_id="fs")
+    return utterance(seq, call_id="c-down")
 
 
 @pytest.mark.asyncio
@@ -28,9 +28,10 @@ async def test_events_survive_a_broker_outage(tmp_path: Path) -> None:
     settings = StreamerSettings(broker_bootstrap_servers=f"127.0.0.1:{port}")
     publisher = UtterancePublisher(settings, StreamerMetrics())
     publisher.start()
-    events = [_utterance(i) for i in range(3)] + [CallEnded(call_id="c-down", last_seq=2)]
+    events = [_utterance(i) for i in range(3)] + [call_ended("c-down", 2)]
     assert all(publisher.publish(e) for e in events)
-    await asyncio.sleep(1.0)
+    await async_wait_until(lambda: "unreachable" in str(publisher.error), 30,
+                           message=lambda: f"no missing broker reported: {publisher.error}")
     assert not publisher.ready and "unreachable" in str(publisher.error)
     with TansuBroker(port, tmp_path / "tansu") as broker:
         assert await publisher.flush(timeout_s=60), publisher.error

@@ -8,12 +8,12 @@ import pytest
 
 from contracts.events import CallEnded, UtteranceEvent
 from streamer.sequencer import CallSequencer
+from tests.factories import utterance
 
 
 def _factory(name: str):
     def build(seq: int) -> UtteranceEvent:
-        return UtteranceEvent(call_id="c", utterance_id=name, seq=seq, speaker_id="s", start_ms=0,
-                              end_ms=1, text=name, feature_spec_id="fs")
+        return utterance(seq, call_id="c", utterance_id=name, text=name)
     return build
 
 
@@ -24,7 +24,7 @@ async def test_out_of_order_completion_publishes_in_order_without_gaps() -> None
     slots = [sequencer.reserve() for _ in range(4)]
     slots[2].set_result(_factory("third"))
     slots[1].set_result(None)  # discarded: no speech
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop for the done-callbacks: asserts nothing came out
     assert published == []  # the first is still being recognised
     slots[3].set_exception(RuntimeError("ASR failed"))
     slots[0].set_result(_factory("first"))

@@ -12,7 +12,8 @@ def test_env_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CBERL_PORT", "9001")
     monkeypatch.setenv("CBERL_VAD_MIN_SILENCE_MS", "400")
     monkeypatch.setenv("CBERL_TOKEN_SECRET", "s3cret-value")
-    settings = load_settings(StreamerSettings, ["--vad-min-silence-ms", "300", "--ice-host-addresses", "127.0.0.1,::1"])
+    settings = load_settings(StreamerSettings, ["--vad-min-silence-ms", "300",
+                                                "--ice-host-addresses", "127.0.0.1,::1"])
     assert settings.port == 9001 and settings.vad_min_silence_ms == 300
     assert settings.ice_host_addresses == ["127.0.0.1", "::1"]
     shown = settings.masked()

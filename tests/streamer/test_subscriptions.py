@@ -5,27 +5,34 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
 from contracts.call_stream import EMOTION_FIELD, TRANSCRIPT_FIELD, call_stream_key
-from contracts.events import EmotionEvent, TranscriptEntry, UtteranceEvent
+from contracts.events import EmotionEvent, TranscriptEntry
 from streamer.gateway import PUBLISHER
 from streamer.join import JoinError, add_participant, create_call
 from streamer.tokens import issue_token, verify_token
+from tests.factories import emotion, utterance
 from tests.streamer.conftest import Gateway
+from tests.waiting import async_wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 LABELS = ("neutral", "joy")
 
 
 def _emotion(call_id: str, revision: int, final: bool) -> EmotionEvent:
-    return EmotionEvent(call_id=call_id, utterance_id=f"{call_id}-u0", seq=0, speaker_id="p-a",
-                        label="joy", scores={"neutral": 0.3, "joy": 0.7}, revision=revision,
-                        final=final, model_id="m")
+    return emotion(call_id=call_id, revision=revision, final=final)
+
+
+async def _blocked_stream_readers(redis_url: str) -> int:
+    """Redis clients blocked in a command now (the gateway's subscription readers in XREAD)."""
+    client = aioredis.Redis.from_url(redis_url)
+    clients = await client.client_list()
+    await client.aclose()
+    return sum(1 for c in clients if "b" in c["flags"] and c["cmd"] == "xread")
 
 
 async def _fill(redis_url: str, call_id: str) -> list[str]:
@@ -81,10 +88,15 @@ async def test_sse_replays_the_call_in_order_and_skips_junk(gateway: Gateway, re
 
 async def test_sse_delivers_live_events(gateway: Gateway, redis_server) -> None:
     token = _token(gateway, "call-live")
+    readers = await _blocked_stream_readers(redis_server.url)
     async with aiohttp.ClientSession() as session, session.get(
             f"{gateway.url}/v1/calls/call-live/emotions?token={token}&from=$") as response:
         assert response.status == 200
-        await asyncio.sleep(0.3)
+
+        async def waiting() -> bool:  # "$" is resolved when the reader starts: fill once it waits
+            return await _blocked_stream_readers(redis_server.url) > readers
+
+        await async_wait_until(waiting, 10, message="the subscription never waited in XREAD")
         ids = await _fill(redis_server.url, "call-live")
         seen: list[str] = []
         async with asyncio.timeout(10):
@@ -126,16 +138,12 @@ async def test_bad_tokens_and_offsets_are_refused(gateway: Gateway) -> None:
 
 async def test_published_utterances_reach_the_call_stream_without_features(
         gateway: Gateway, redis_server) -> None:
-    event = UtteranceEvent(call_id="call-pub", utterance_id="call-pub-u0", seq=0, speaker_id="p-a",
-                           speaker_name="Ann", start_ms=100, end_ms=1200, text="hello there",
-                           features={"text": [0.5] * 384}, feature_spec_id="fs-x")
+    event = utterance(call_id="call-pub", speaker_name="Ann", text="hello there",
+                      features={"text": [0.5] * 384})
     assert gateway.app[PUBLISHER].publish(event)
     client = aioredis.Redis.from_url(redis_server.url)
-    deadline = time.monotonic() + 20
-    entries = []
-    while not entries and time.monotonic() < deadline:
-        entries = await client.xrange(call_stream_key("call-pub"))
-        await asyncio.sleep(0.1)
+    entries = await async_wait_until(lambda: client.xrange(call_stream_key("call-pub")), 20, interval_s=0.1,
+                                     message="the transcript never reached the call stream")
     await client.aclose()
     assert len(entries) == 1
     stored = json.loads(entries[0][1][TRANSCRIPT_FIELD.encode()])

@@ -12,12 +12,12 @@ from contracts.call_stream import TRANSCRIPT_FIELD, call_stream_key
 from contracts.events import TranscriptEntry, UtteranceEvent
 from deploy.services import RedisServer, free_port
 from streamer.transcripts import TranscriptWriter
+from tests.factories import utterance
 
 
 def _utterance(call_id: str, seq: int) -> UtteranceEvent:
-    return UtteranceEvent(call_id=call_id, utterance_id=f"u{seq}", seq=seq, speaker_id="alice",
-                          start_ms=10 * seq, end_ms=10 * seq + 5, text=f"line {seq}",
-                          feature_spec_id="fs", features={"text": [0.5, 0.25]})
+    return utterance(seq, call_id=call_id, utterance_id=f"u{seq}", speaker_id="alice",
+                     features={"text": [0.5, 0.25]})
 
 
 @pytest.mark.asyncio

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import VideoStreamTrack
 
+from deploy.speech import RATE, say
 from streamer.analyzer import AnalyzedSegment, SegmentAnalyzer
 from streamer.frames import SpeechSegment
 from tests.streamer.harness import run_pipeline
-from deploy.speech import RATE, say
 
 
 @pytest.mark.asyncio
