@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from contracts.cli import UserError, run_cli
 from contracts.events import EmotionEvent
 from contracts.topics import EMOTIONS_TOPIC
 
@@ -80,12 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(consume(args.bootstrap_servers, args.call, args.from_beginning, args.idle_exit_s,
                             args.group))
     except KafkaError as exc:
-        print(f"error: broker {args.bootstrap_servers}: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(f"broker {args.bootstrap_servers}: {exc}") from None
     except KeyboardInterrupt:
         pass
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)
