@@ -6,6 +6,12 @@ streamer with the bundled default model; it waits until each answers, prints the
 URL, and on Ctrl-C (or SIGTERM) stops them in reverse order, so no process is left behind
 and every port is freed. A port already in use is an error before anything starts.
 
+A child that dies is restarted (:mod:`deploy.supervisor`: back-off, a restart limit, a log
+line, ``DATA_DIR/status.json`` and ``status.prom``); calls in progress continue. After a
+broker restart (tansu is memory-only) the topics are created again and the worker is
+restarted so it rejoins. redis-server gets a random password per start, and the streamer
+and worker a random ``event_secret``; secrets travel by environment only.
+
 Settings: ``CBERL_STACK_*`` environment variables or the flags below (``--help``).
 """
 
@@ -29,6 +35,7 @@ from contracts.logs import setup_logging
 from contracts.settings import SharedSettings, masked
 from contracts.topics import TopicError, ensure_topics
 from deploy.services import HOST, ChildService, PythonService, RedisServer, ServiceError, TansuBroker
+from deploy.supervisor import GaveUp, RestartPolicy, Supervisor
 
 log = logging.getLogger("deploy.embedded")
 
@@ -50,6 +57,10 @@ class StackSettings(BaseSettings):
     token_secret: CliSuppress[SecretStr | None] = Field(  # env only: never on a command line
         None, description="token signing key (CBERL_STACK_TOKEN_SECRET); random when unset")
     startup_timeout_s: float = Field(120.0, gt=0)
+    max_restarts: int = Field(5, ge=0, description="restarts of one child within restart-window-s "
+                                                   "before the stack gives up")
+    restart_window_s: float = Field(300.0, gt=0)
+    restart_backoff_max_s: float = Field(10.0, gt=0, description="longest wait before a restart")
 
 
 class EmbeddedStack:
@@ -62,24 +73,31 @@ class EmbeddedStack:
         data = settings.data_dir
         timeout = settings.startup_timeout_s
         self.broker = TansuBroker(settings.broker_port, data / "tansu")
-        self.redis = RedisServer(settings.redis_port, data / "redis")
+        self.redis = RedisServer(settings.redis_port, data / "redis", password=secrets.token_urlsafe(24))
         # Secrets and model paths travel by environment, never on a command line (ps shows it).
-        common = {"CBERL_LOG_JSON": "false"}
+        common = {"CBERL_LOG_JSON": "false", "CBERL_REDIS_URL": self.redis.url,
+                  "CBERL_EVENT_SECRET": secrets.token_urlsafe(32)}
         if settings.model_dir is not None:
             common["CBERL_MODEL_DIR"] = str(settings.model_dir)
         self.worker = PythonService(
             "worker", "workers",
             ["--broker-bootstrap-servers", self.broker.bootstrap_servers, "--broker-profile", "tansu",
-             "--redis-url", self.redis.url, "--partitions", str(settings.partitions),
+             "--partitions", str(settings.partitions),
              "--metrics-port", str(settings.worker_metrics_port)],
             settings.worker_metrics_port, "/metrics", data / "worker", common, timeout)
         self.streamer = PythonService(
             "streamer", "streamer",
             ["--host", HOST, "--port", str(settings.port),
              "--broker-bootstrap-servers", self.broker.bootstrap_servers, "--broker-profile", "tansu",
-             "--partitions", str(settings.partitions), "--redis-url", self.redis.url],
+             "--partitions", str(settings.partitions)],
             settings.port, "/readyz", data / "streamer", {**common, "CBERL_TOKEN_SECRET": secret}, timeout)
         self.services: list[ChildService] = [self.broker, self.redis, self.worker, self.streamer]
+        self.supervisor = Supervisor(
+            self.services, data,
+            policy=lambda: RestartPolicy(max_s=settings.restart_backoff_max_s,
+                                         max_restarts=settings.max_restarts,
+                                         window_s=settings.restart_window_s),
+            after_restart={"tansu": self.create_topics}, dependents={"tansu": ["worker"]})
 
     @property
     def url(self) -> str:
@@ -98,14 +116,24 @@ class EmbeddedStack:
         try:
             self.broker.start()
             self.redis.start()
-            topics = SharedSettings(partitions=self.settings.partitions).topic_partitions()
-            asyncio.run(ensure_topics(self.broker.bootstrap_servers, topics))
+            self.create_topics()
             self.worker.start()
             self.streamer.start()
         except BaseException:
             self.stop()
             raise
+        self.supervisor.started()
         log.info("stack up in %.1f s", time.monotonic() - started)
+
+    def create_topics(self) -> None:
+        """The topics on the broker (again after a restart: tansu keeps them in memory)."""
+        topics = SharedSettings(partitions=self.settings.partitions).topic_partitions()
+        asyncio.run(ensure_topics(self.broker.bootstrap_servers, topics))
+
+    def supervise(self) -> None:
+        """Restart children that died (:class:`deploy.supervisor.Supervisor`); raises
+        :class:`deploy.supervisor.GaveUp` when one keeps dying."""
+        self.supervisor.poll()
 
     def stop(self) -> None:
         for service in reversed(self.services):
@@ -143,12 +171,12 @@ def main() -> int:
           f"logs: {settings.data_dir}/*/*.log", flush=True)
     try:
         while not stopping:
-            dead = stack.dead()
-            if dead:
-                print(f"error: {', '.join(dead)} exited; stopping the stack (see its log in "
-                      f"{settings.data_dir})", file=sys.stderr)
+            try:
+                stack.supervise()
+            except GaveUp as exc:
+                print(f"error: {exc}; stopping the stack", file=sys.stderr)
                 return 1
-            time.sleep(0.5)
+            time.sleep(0.2)
     finally:
         print("stopping ...", flush=True)
         stack.stop()

