@@ -1,4 +1,11 @@
-"""The registry of live calls: who is in each, its sequencer and its media timeline."""
+"""The registry of live calls: who is in each, its sequencer and its media timeline.
+
+:class:`CallStore` keeps what a call needs to outlive a crash of this process in Redis
+(:func:`live_call_key`): when it was created, its media clock's origin and the seq after
+the last utterance the broker acknowledged. A participant who reconnects with a valid
+token to a call this process does not know gets it back (:meth:`CallRegistry.restore`),
+with the same timeline and gapless seqs. Ending the call deletes the record.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,15 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import redis.asyncio as aioredis
 from aiortc import RTCPeerConnection
+from redis.exceptions import RedisError
 
 from contracts.clock import now_ms
-from contracts.events import CallEnded
+from contracts.events import CallEnded, UtteranceEvent
 from streamer.metrics import StreamerMetrics
 from streamer.pipeline import ParticipantPipeline
 from streamer.sequencer import CallSequencer
@@ -44,6 +53,15 @@ class Call:
         self.participants: dict[str, Participant] = {}
         self.ended = False
         self._t0_ms: int | None = None
+
+    @property
+    def t0_ms(self) -> int | None:
+        """Where the call timeline starts (wall-clock ms of the first frame), once known."""
+        return self._t0_ms
+
+    def restore_timeline(self, t0_ms: int | None) -> None:
+        """A restored call keeps its timeline (:class:`CallStore`)."""
+        self._t0_ms = t0_ms
 
     def media_offset_ms(self, first_frame_ms: int) -> int:
         """A participant's offset on the call timeline, given their first frame's arrival."""
@@ -89,6 +107,17 @@ class CallRegistry:
     def __iter__(self) -> Iterator[Call]:
         return iter(list(self._calls.values()))
 
+    async def restore(self, call_id: str, store: CallStore,
+                      publish: Callable[[UtteranceEvent | CallEnded], bool]) -> Call | None:
+        """The call from its Redis record (this process restarted), or ``None``."""
+        stored = await store.load(call_id)
+        existing = self.get(call_id)  # a concurrent join may have restored it meanwhile
+        if existing is not None or stored is None:
+            return existing
+        call = self.add(new_call(call_id, publish, store, stored))
+        log.info("call %s restored from Redis (next seq %d)", call_id, stored.next_seq)
+        return call
+
     async def end(self, call: Call, timeout_s: float = 30.0) -> CallEnded:
         """Hang everyone up, wait for their last utterances, publish ``CallEnded``, forget it."""
         call.ended = True
@@ -99,6 +128,138 @@ class CallRegistry:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(call.sequencer.drain(), timeout_s)
         return call.sequencer.end()
+
+
+def live_call_key(call_id: str) -> str:
+    """The Redis hash of a live call the streamer can restore (:class:`CallStore`)."""
+    return f"cberl:streamer:call:{call_id}"
+
+
+_SET_IF_LIVE = """
+if redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hset', KEYS[1], unpack(ARGV, 2))
+  redis.call('expire', KEYS[1], ARGV[1])
+end
+"""
+
+
+@dataclass(frozen=True)
+class StoredCall:
+    call_id: str
+    created_at_ms: int
+    next_seq: int
+    t0_ms: int | None
+
+
+class CallStore:
+    """A call's restart-survival record: ``created_at_ms``, ``t0_ms``, ``next_seq``.
+
+    Writes after creation go through one ordered background task (so ``next_seq`` only
+    grows) and never delay publishing; a failed write is logged and the next one
+    overwrites it. ``next_seq`` is written after the broker's ack (the publisher's
+    ``on_published``), so a restored call never reuses a seq that reached the topic --
+    except in the few milliseconds between an ack and this write (documented).
+    """
+
+    def __init__(self, redis: aioredis.Redis, ttl_s: int) -> None:
+        self._redis = redis
+        self._ttl_s = ttl_s
+        self._queue: asyncio.Queue[tuple[str, dict[str, int] | None]] = asyncio.Queue(10_000)
+        self._writer: asyncio.Task[None] | None = None
+
+    async def created(self, call: Call) -> None:
+        """Record a new call (best effort: without Redis it just cannot be restored)."""
+        key = live_call_key(call.call_id)
+        try:
+            await self._redis.hset(key, mapping={"created_at_ms": call.created_at_ms,
+                                                 "next_seq": call.sequencer.next_seq})
+            await self._redis.expire(key, self._ttl_s)
+        except (RedisError, OSError) as exc:
+            log.warning("call %s: not recorded in Redis (it will not survive a restart): %r",
+                        call.call_id, exc)
+
+    def published(self, event: UtteranceEvent) -> None:
+        """The broker acknowledged ``event``: the call continues at ``event.seq + 1``."""
+        self._submit(event.call_id, {"next_seq": event.seq + 1})
+
+    def timeline(self, call_id: str, t0_ms: int) -> None:
+        self._submit(call_id, {"t0_ms": t0_ms})
+
+    def ended(self, call_id: str) -> None:
+        self._submit(call_id, None)
+
+    def publisher(self, call: Call, publish: Callable[[UtteranceEvent | CallEnded], bool]
+                  ) -> Callable[[UtteranceEvent | CallEnded], bool]:
+        """``publish`` for ``call``'s sequencer that also records its timeline and its end."""
+        saved_t0: list[int] = []
+
+        def forward(event: UtteranceEvent | CallEnded) -> bool:
+            if isinstance(event, CallEnded):
+                self.ended(call.call_id)
+            elif call.t0_ms is not None and not saved_t0:
+                saved_t0.append(call.t0_ms)
+                self.timeline(call.call_id, call.t0_ms)
+            return publish(event)
+
+        return forward
+
+    async def load(self, call_id: str) -> StoredCall | None:
+        """The record of ``call_id``, or ``None`` (never created, ended, expired, or no Redis)."""
+        try:
+            data = await self._redis.hgetall(live_call_key(call_id))
+        except (RedisError, OSError) as exc:
+            log.warning("call %s: cannot read its record from Redis: %r", call_id, exc)
+            return None
+        if not data:
+            return None
+        try:
+            fields = {k.decode(): int(v) for k, v in data.items()}
+            return StoredCall(call_id, fields["created_at_ms"], fields["next_seq"], fields.get("t0_ms"))
+        except (KeyError, ValueError, UnicodeDecodeError):
+            log.error("call %s: unreadable record %r", call_id, data)
+            return None
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout_s)
+
+    def _submit(self, call_id: str, fields: dict[str, int] | None) -> None:
+        try:
+            self._queue.put_nowait((call_id, fields))
+        except asyncio.QueueFull:
+            log.error("call %s: record update dropped (%d wait for Redis)", call_id, self._queue.maxsize)
+            return
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queue(), name="call-store")
+
+    async def _write_queue(self) -> None:
+        while True:
+            call_id, fields = await self._queue.get()
+            key = live_call_key(call_id)
+            try:
+                if fields is None:
+                    await self._redis.delete(key)
+                else:
+                    args = [a for kv in fields.items() for a in kv]
+                    await self._redis.eval(_SET_IF_LIVE, 1, key, self._ttl_s, *args)
+            except (RedisError, OSError) as exc:
+                log.warning("call %s: record update %s failed: %r", call_id, fields, exc)
+            finally:
+                self._queue.task_done()
+
+
+def new_call(call_id: str, publish: Callable[[UtteranceEvent | CallEnded], bool],
+             store: CallStore | None = None, stored: StoredCall | None = None) -> Call:
+    """A call with its sequencer; with ``store``, recorded for restarts; with ``stored``,
+    the call as it was recorded (restored: same timeline, seqs continue)."""
+    sequencer = CallSequencer(call_id, publish, stored.next_seq if stored else 0)
+    call = Call(call_id, sequencer)
+    if stored is not None:
+        call.created_at_ms = stored.created_at_ms
+        call.restore_timeline(stored.t0_ms)
+    if store is not None:
+        sequencer._publish = store.publisher(call, publish)
+    return call
 
 
 def new_call_id() -> str:

@@ -23,6 +23,7 @@ connection, register handlers, answer; a per-connection id in every log line; cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -37,14 +38,14 @@ from aiortc.mediastreams import MediaStreamTrack
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from streamer.calls import Call, CallRegistry, Participant, new_call_id
+from contracts.events import UtteranceEvent
+from streamer.analyzer import SegmentAnalyzer
+from streamer.calls import Call, CallRegistry, CallStore, Participant, new_call, new_call_id
 from streamer.datachannel import CHANNEL_LABEL, push_emotions
 from streamer.ice import restrict_host_addresses, rtc_configuration
 from streamer.metrics import StreamerMetrics
 from streamer.pipeline import ParticipantPipeline, Speaker
 from streamer.publisher import UtterancePublisher
-from streamer.analyzer import SegmentAnalyzer
-from streamer.sequencer import CallSequencer
 from streamer.settings import StreamerSettings
 from streamer.signaling import OfferError, parse_offer
 from streamer.subscriptions import serve_subscription
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", StreamerSettings)
 METRICS = web.AppKey("metrics", StreamerMetrics)
 CALLS = web.AppKey("calls", CallRegistry)
+CALL_STORE = web.AppKey("call_store", CallStore)
 PUBLISHER = web.AppKey("publisher", UtterancePublisher)
 ANALYZER = web.AppKey("analyzer", SegmentAnalyzer)
 REDIS = web.AppKey("redis", aioredis.Redis)
@@ -122,6 +124,20 @@ def _call(request: web.Request) -> Call:
     return call
 
 
+async def _call_or_restore(request: web.Request, body: dict[str, Any]) -> Call:
+    """:func:`_call`, or the call restored from Redis after a restart of this process (only
+    for a valid participant token of that call)."""
+    with contextlib.suppress(ApiError):
+        return _call(request)
+    app, call_id = request.app, request.match_info["call_id"]
+    try:
+        verify_token(app[SETTINGS].secret(), _token(request, body), call_id, "participant")
+    except TokenError:
+        return _call(request)  # 404: unknown call, as without a record
+    call = await app[CALLS].restore(call_id, app[CALL_STORE], app[PUBLISHER].publish)
+    return call if call is not None else _call(request)
+
+
 def _token(request: web.Request, body: dict[str, Any]) -> str | None:
     token = body.get("token")
     if isinstance(token, str):
@@ -163,7 +179,8 @@ async def create_call(request: web.Request) -> web.Response:
         raise ApiError(400, "'participants' must be a list of names")
     app = request.app
     call_id = new_call_id()
-    app[CALLS].add(Call(call_id, CallSequencer(call_id, app[PUBLISHER].publish)))
+    call = app[CALLS].add(new_call(call_id, app[PUBLISHER].publish, app[CALL_STORE]))
+    await app[CALL_STORE].created(call)
     settings = app[SETTINGS]
     log.info("call %s created", call_id)
     return web.json_response({
@@ -182,8 +199,8 @@ async def add_participant(request: web.Request) -> web.Response:
 
 
 async def join(request: web.Request) -> web.Response:
-    call = _call(request)
     body = await _body(request)
+    call = await _call_or_restore(request, body)
     claims = verify_token(request.app[SETTINGS].secret(), _token(request, body), call.call_id,
                           "participant")
     try:
@@ -328,7 +345,13 @@ def create_app(settings: StreamerSettings, analyzer: SegmentAnalyzer) -> web.App
     app[ANALYZER] = analyzer
     app[REDIS] = aioredis.Redis.from_url(str(settings.redis_url), socket_connect_timeout=2.0)
     app[TRANSCRIPTS] = TranscriptWriter(app[REDIS], settings.call_stream_maxlen, settings.call_stream_ttl_s)
-    app[PUBLISHER] = UtterancePublisher(settings, metrics_, on_published=app[TRANSCRIPTS].submit)
+    app[CALL_STORE] = CallStore(app[REDIS], settings.call_stream_ttl_s)
+
+    def on_published(event: UtteranceEvent) -> None:
+        app[TRANSCRIPTS].submit(event)
+        app[CALL_STORE].published(event)
+
+    app[PUBLISHER] = UtterancePublisher(settings, metrics_, on_published=on_published)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post("/v1/calls", create_call)
@@ -357,5 +380,6 @@ async def _on_shutdown(app: web.Application) -> None:
         await app[CALLS].end(call, timeout_s=10.0)
     await app[PUBLISHER].close()
     await app[TRANSCRIPTS].drain()
+    await app[CALL_STORE].drain()
     await app[REDIS].aclose()
 

@@ -4,6 +4,11 @@ Segments are recognised concurrently (two speakers, one ASR pool), so they may f
 of order. Each endpointed segment reserves a slot at endpointing time; slots are released
 strictly in reservation order, and ``seq`` is assigned only when a slot with an utterance
 is released, so discarded segments (no speech) leave no hole.
+
+A call restored after a restart of the streamer (:meth:`streamer.calls.CallStore.load`)
+starts at the ``next_seq`` its store recorded: the seq after the last utterance the
+broker acknowledged, so seqs stay gapless and unique across the restart (utterances that
+were still in the dead process's backlog never reached the topic; their seqs are reused).
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ EventFactory = Callable[[int], UtteranceEvent]
 class CallSequencer:
     """Slots in endpointing order; publishes each released utterance through ``publish``."""
 
-    def __init__(self, call_id: str, publish: Callable[[UtteranceEvent | CallEnded], bool]) -> None:
+    def __init__(self, call_id: str, publish: Callable[[UtteranceEvent | CallEnded], bool],
+                 next_seq: int = 0) -> None:
+        if next_seq < 0:
+            raise ValueError(f"next_seq must be >= 0, not {next_seq}")
         self.call_id = call_id
         self._publish = publish
         self._slots: deque[asyncio.Future[EventFactory | None]] = deque()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.next_seq = 0
+        self.next_seq = next_seq
 
     def reserve(self) -> asyncio.Future[EventFactory | None]:
         """A slot for a segment just endpointed; resolve it with a factory, or ``None`` to skip."""
