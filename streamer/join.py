@@ -6,8 +6,9 @@ in real time -- WebRTC paces media by its timestamps -- prints the call's emotio
 arriving on the ``emotions`` data channel as JSON lines, and leaves when the file has
 been sent and a grace period has passed. Several at once make a multi-party call.
 
-Output (stdout, JSON lines): first ``{"call_id", "speaker_id", ...}``, then one line per
-emotion event. Errors: one line on stderr, exit status 2.
+Output (stdout, JSON lines): first ``{"call_id", "name"}`` (with ``--create`` also the
+call's ``subscriber_token``, to read it, and ``invite_token``, to let others join with
+``--invite``), then one line per emotion event. Errors: one line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import aiohttp
 import av
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaPlayer
+from aiortc.contrib.media import MediaPlayer, MediaRelay
 
 from streamer.ice import restrict_host_addresses, rtc_configuration
 
@@ -55,24 +56,49 @@ async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) 
         raise JoinError(f"{url}: {exc}") from exc
 
 
-async def create_call(server: str, names: list[str]) -> dict[str, Any]:
-    """``POST /v1/calls``: the call id and one participant token per name."""
-    async with aiohttp.ClientSession() as session:
+async def create_call(server: str, names: list[str], api_key: str | None = None) -> dict[str, Any]:
+    """``POST /v1/calls``: the call id, one participant token per name, the subscriber and
+    invite tokens (``api_key``: the gateway's ``CBERL_API_KEY``, when it has one)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    async with aiohttp.ClientSession(headers=headers) as session:
         return await _post(session, f"{server}/v1/calls", {"participants": names})
 
 
 async def add_participant(server: str, call_id: str, name: str, invite_token: str) -> dict[str, Any]:
     """``POST /v1/calls/{id}/participants``: a participant token for ``name``, minted with
-    any token of the call (the subscriber token ``--create`` prints works as an invite)."""
+    the call's invite token (``invite_token`` of the creation; ``--create`` prints it)."""
     async with aiohttp.ClientSession() as session:
         return await _post(session, f"{server}/v1/calls/{call_id}/participants",
                            {"name": name, "token": invite_token})
 
 
+async def _alive(session: aiohttp.ClientSession, server: str, call_id: str, token: str,
+                 speaker_id: str) -> bool:
+    """Whether the gateway still has this participant in the call (``GET /v1/calls/{id}``)."""
+    try:
+        async with session.get(f"{server}/v1/calls/{call_id}", headers={"Authorization": f"Bearer {token}"},
+                               timeout=aiohttp.ClientTimeout(total=3)) as response:
+            if response.status != 200:
+                return False
+            body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError):
+        return False
+    return any(p.get("speaker_id") == speaker_id for p in body.get("participants", []))
+
+
 async def join_call(server: str, call_id: str, token: str, wav: Path, video: Path | None = None,
                     grace_s: float = 2.0, hangup_after_s: float | None = None, end_call: bool = False,
-                    on_event: Callable[[dict[str, Any]], None] | None = None) -> JoinResult:
+                    on_event: Callable[[dict[str, Any]], None] | None = None,
+                    reconnect_s: float = 60.0, check_every_s: float = 1.0,
+                    on_reconnect: Callable[[int], None] | None = None) -> JoinResult:
     """Stream ``wav`` (and ``video``) into the call as the token's participant.
+
+    The file plays in real time like a microphone, whatever the connection does. The
+    client checks every ``check_every_s`` that the gateway still has it in the call; when
+    the connection fails or the gateway lost it (a restart), it joins again with the same
+    token -- the same speaker, the call restored by the gateway -- retrying for up to
+    ``reconnect_s``. What the file "says" while it is disconnected is lost, like speech
+    into a dropped call.
 
     Args:
         grace_s: Seconds to stay after the file has been sent (the last utterance's
@@ -81,13 +107,14 @@ async def join_call(server: str, call_id: str, token: str, wav: Path, video: Pat
             ``leave`` (a participant who hangs up mid-sentence).
         end_call: ``POST /end`` after leaving (the last participant ends the call).
         on_event: Called with each emotion event from the data channel.
+        reconnect_s: How long to keep trying to join again (0: never reconnect).
+        on_reconnect: Called with the reconnect count after each successful rejoin.
     """
     for path in (wav, video):
         if path is not None and not path.is_file():
             raise JoinError(f"no such file: {path}")
     restrict_host_addresses(["127.0.0.1"])
     events: list[dict[str, Any]] = []
-    pc = RTCPeerConnection(rtc_configuration())
     try:
         players = [MediaPlayer(str(wav))] + ([MediaPlayer(str(video))] if video else [])
     except av.FFmpegError as exc:
@@ -95,38 +122,93 @@ async def join_call(server: str, call_id: str, token: str, wav: Path, video: Pat
     audio = players[0].audio
     if audio is None:
         raise JoinError(f"{wav} holds no audio stream")
+    video_track = players[1].video if video is not None else None
+    relay = MediaRelay()  # the sources outlive each peer connection (reconnects)
     sent = asyncio.Event()
     audio.on("ended", sent.set)
-    pc.addTrack(audio)
-    if video is not None and players[1].video is not None:
-        pc.addTrack(players[1].video)
-    channel = pc.createDataChannel("emotions")
 
-    @channel.on("message")
     def on_message(message: str | bytes) -> None:
         event = json.loads(message)
         events.append(event)
         if on_event is not None:
             on_event(event)
 
-    async with aiohttp.ClientSession() as session:
+    async def connect(session: aiohttp.ClientSession) -> tuple[RTCPeerConnection, str, asyncio.Event]:
+        pc = RTCPeerConnection(rtc_configuration())
+        lost = asyncio.Event()
+        pc.addTrack(relay.subscribe(audio))
+        if video_track is not None:
+            pc.addTrack(relay.subscribe(video_track))
+        pc.createDataChannel("emotions").on("message", on_message)
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                lost.set()
+
         try:
             await pc.setLocalDescription(await pc.createOffer())
             answer = await _post(session, f"{server}/v1/calls/{call_id}/join",
                                  {"sdp": pc.localDescription.sdp, "type": "offer", "token": token})
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+        except BaseException:
+            await pc.close()
+            raise
+        return pc, answer["speaker_id"], lost
+
+    async def watch(session: aiohttp.ClientSession, speaker_id: str, lost: asyncio.Event) -> None:
+        misses = 0
+        while not lost.is_set():
+            await asyncio.sleep(check_every_s)
+            misses = 0 if await _alive(session, server, call_id, token, speaker_id) else misses + 1
+            if misses >= 2:
+                lost.set()
+
+    async def rejoin(session: aiohttp.ClientSession) -> tuple[RTCPeerConnection, str, asyncio.Event]:
+        deadline = asyncio.get_running_loop().time() + reconnect_s
+        delay = 0.25
+        while True:
+            try:
+                return await connect(session)
+            except JoinError:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async with aiohttp.ClientSession() as session:
+        pc, speaker_id, lost = await connect(session)
+        reconnects = 0
+        try:
+            done = asyncio.ensure_future(sent.wait()) if hangup_after_s is None else \
+                asyncio.ensure_future(asyncio.wait_for(sent.wait(), hangup_after_s))
+            while True:
+                watcher = asyncio.ensure_future(watch(session, speaker_id, lost))
+                await asyncio.wait([done, watcher], return_when=asyncio.FIRST_COMPLETED)
+                watcher.cancel()
+                if done.done() or reconnect_s <= 0:
+                    break
+                await pc.close()  # the gateway lost us: join again as the same speaker
+                pc, speaker_id, lost = await rejoin(session)
+                reconnects += 1
+                if on_reconnect is not None:
+                    on_reconnect(reconnects)
             if hangup_after_s is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sent.wait(), hangup_after_s)
-                return JoinResult(call_id, answer["speaker_id"], events)
-            await sent.wait()
+                    await done
+                return JoinResult(call_id, speaker_id, events)
+            await done  # the whole file, even when no longer connected (reconnect_s=0)
             await asyncio.sleep(grace_s)
             await _post(session, f"{server}/v1/calls/{call_id}/leave", {"token": token})
             if end_call:
                 await _post(session, f"{server}/v1/calls/{call_id}/end", {"token": token})
-            return JoinResult(call_id, answer["speaker_id"], events)
+            return JoinResult(call_id, speaker_id, events)
         finally:
             await pc.close()
+            for player in players:
+                for track in (player.audio, player.video):
+                    if track is not None:
+                        track.stop()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -137,8 +219,9 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--create", action="store_true", help="create a new call and join it")
     credential = parser.add_mutually_exclusive_group()
     credential.add_argument("--token", help="participant token for --call")
-    credential.add_argument("--invite", help="any token of the call (e.g. the subscriber token --create "
-                                             "prints): mints a participant token for --name")
+    credential.add_argument("--invite", help="the call's invite token (the invite_token --create prints): "
+                                             "mints a participant token for --name")
+    parser.add_argument("--api-key", help="the gateway's API key for --create (CBERL_API_KEY there)")
     parser.add_argument("--name", required=True, help="participant (speaker) name")
     parser.add_argument("--wav", required=True, type=Path, help="audio to stream (any ffmpeg format)")
     parser.add_argument("--video", type=Path, help="optional video file to stream alongside")
@@ -151,14 +234,15 @@ def _parser() -> argparse.ArgumentParser:
 async def _main(args: argparse.Namespace) -> None:
     server = args.server.rstrip("/")
     if args.create:
-        created = await create_call(server, [args.name])
+        created = await create_call(server, [args.name], args.api_key)
         call_id, token = created["call_id"], created["participants"][0]["token"]
-        header = {"call_id": call_id, "subscriber_token": created["subscriber_token"]}
+        header = {"call_id": call_id, "subscriber_token": created["subscriber_token"],
+                  "invite_token": created["invite_token"]}
     else:
         if args.invite:
             args.token = (await add_participant(server, args.call, args.name, args.invite))["token"]
         if not args.token:
-            raise JoinError("--call needs --token (a participant token) or --invite (any token of the call)")
+            raise JoinError("--call needs --token (a participant token) or --invite (the call's invite token)")
         call_id, token, header = args.call, args.token, {"call_id": args.call}
     print(json.dumps({**header, "name": args.name}), flush=True)
     await join_call(server, call_id, token, args.wav, args.video, grace_s=args.grace_s,
