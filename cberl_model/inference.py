@@ -31,9 +31,9 @@ import torch
 
 from cberl_model.artifact import ModelArtifact, load_artifact
 from cberl_model.features.corpus_features import TEXT_ENCODER
-from cberl_model.predict import predict_windows
+from cberl_model.predict import predict_spans, predict_windows
 from cberl_model.runtime import select_device
-from cberl_model.windows import ConversationFeatures, Window, window_bounds
+from cberl_model.windows import ConversationFeatures, NodeTable, Window, window_bounds
 
 
 class FeatureError(ValueError):
@@ -282,26 +282,34 @@ class EmotionRecognizer:
 
     def _label(self, requests: Sequence[tuple[CallState, list[int]]],
                closing: bool) -> list[list[LabelUpdate]]:
-        """Run the windows of the given (state, node rows) pairs in one batch.
+        """Run the windows of the given (state, node rows) pairs in one forward pass.
 
         Rows index ``state.nodes``. A row's window starts ``past`` rows earlier: the state
         holds ``past + future`` nodes and only the newest ``future + 1`` are labelled, so a
-        window never needs a node the state has dropped.
+        window never needs a node the state has dropped. Every state's nodes go into one
+        node table and the windows are spans of it (:meth:`WindowBatch.from_spans`).
         """
-        windows: list[Window] = []
-        owners: list[tuple[int, int, NodeState]] = []
-        for r, (state, rows) in enumerate(requests):
-            conv = _as_conversation(state, self.artifact.feature_spec)
-            for row in rows:
-                start, end = window_bounds(row, len(state.nodes), self.past, self.future)
-                windows.append(Window(conv, start, end, row))
-                owners.append((r, row, state.nodes[row]))
-        probs = predict_windows(self.model, windows, self.device) if windows else []
+        states = [state for state, _ in requests]
+        sizes = np.array([len(s.nodes) for s in states], dtype=np.int64)
+        counts = np.array([len(rows) for _, rows in requests], dtype=np.int64)
+        if not counts.sum():
+            return [[] for _ in requests]
+        table = _node_table(states, self.artifact.feature_spec, self.device)
+        # Window bounds of every requested row, in table coordinates (vectorised).
+        rows = np.concatenate([np.asarray(r, dtype=np.int64) for _, r in requests])
+        base = np.repeat(np.cumsum(sizes) - sizes, counts)
+        known = np.repeat(sizes, counts)
+        starts = base + np.maximum(0, rows - self.past)
+        ends = base + np.minimum(known, rows + self.future + 1)
+        probs = predict_spans(self.model, table, starts, ends, base + rows, self.device)
+        finals = closing | (known - 1 - rows >= self.future)
         out: list[list[LabelUpdate]] = [[] for _ in requests]
-        for (r, row, node), p in zip(owners, probs, strict=True):
-            state = requests[r][0]
+        owners = np.repeat(np.arange(len(requests)), counts)
+        for r, row, final, p in zip(owners.tolist(), rows.tolist(), finals.tolist(), probs,
+                                    strict=True):
+            node = states[r].nodes[row]
             node.revision += 1
-            node.final = closing or len(state.nodes) - 1 - row >= self.future
+            node.final = final
             out[r].append(self._update(node, p, node.revision, node.final))
         return out
 
@@ -350,6 +358,23 @@ def _trimmed(state: CallState, keep: int) -> CallState:
 def _renamed(data: dict[str, Any], key: str, old_key: str) -> Any:
     """``data[key]``, or ``data[old_key]`` in a state written before the rename."""
     return data[key] if key in data else data[old_key]
+
+
+def _node_table(states: Sequence[CallState], spec: dict, device: torch.device) -> NodeTable:
+    """Every node of ``states``, in order, as one table on ``device`` (zeros where absent)."""
+    nodes = [n for s in states for n in s.nodes]
+    feats = {m: np.zeros((len(nodes), s.dim), dtype=np.float32) for m, s in spec.items()}
+    present = {m: np.zeros(len(nodes), dtype=bool) for m in spec}
+    for row, node in enumerate(nodes):
+        for m, vec in node.features.items():
+            feats[m][row], present[m][row] = vec, True
+    speaker_ids: dict[tuple[int, str], int] = {}
+    speakers = [speaker_ids.setdefault((k, n.speaker_id), len(speaker_ids))
+                for k, s in enumerate(states) for n in s.nodes]
+    return NodeTable(
+        features={m: torch.from_numpy(v).to(device) for m, v in feats.items()},
+        present={m: torch.from_numpy(v).to(device) for m, v in present.items()},
+        speakers=torch.tensor(speakers, dtype=torch.long, device=device))
 
 
 def _as_conversation(state: CallState, spec: dict) -> ConversationFeatures:

@@ -17,7 +17,13 @@ import torch
 from cberl_model.data import CorpusError
 from cberl_model.metrics import classification_report
 from cberl_model.nn import CBERL
-from cberl_model.windows import ConversationFeatures, Window, WindowBatch, evaluation_windows
+from cberl_model.windows import (
+    ConversationFeatures,
+    NodeTable,
+    Window,
+    WindowBatch,
+    evaluation_windows,
+)
 
 
 def predict_windows(model: CBERL, windows: Sequence[Window], device: torch.device,
@@ -30,6 +36,26 @@ def predict_windows(model: CBERL, windows: Sequence[Window], device: torch.devic
                                     config.future, config.edge_decay).to(device)
         out.append(model.predict_proba(batch).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, config.num_classes), dtype=np.float32)
+
+
+def predict_spans(model: CBERL, table: NodeTable, starts: np.ndarray, ends: np.ndarray,
+                  targets: np.ndarray, device: torch.device) -> np.ndarray:
+    """Class probabilities ``(W, C)`` of windows given as spans of one node table.
+
+    One forward pass for all of them (the incremental path's micro-batch); the windows and
+    their graphs are built in vectorised torch on ``device``
+    (:meth:`~cberl_model.windows.WindowBatch.from_spans`).
+    """
+    config = model.config
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device)
+
+    labels = torch.full((int(table.speakers.numel()),), -1, dtype=torch.long, device=device)
+    batch = WindowBatch.from_spans(table.features, table.present, table.speakers, tensor(starts),
+                                   tensor(ends), tensor(targets), labels, config.past,
+                                   config.future, config.edge_decay)
+    return model.predict_proba(batch).cpu().numpy()
 
 
 def evaluate_conversations(model: CBERL, conversations: list[ConversationFeatures],

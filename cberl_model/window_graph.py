@@ -34,19 +34,51 @@ def window_edges(speakers: Sequence[int], past: int, future: int,
         ``edge_index`` ``(2, E)`` (source, target), ``edge_type`` ``(E,)`` and
         ``edge_weight`` ``(E,)``.
     """
-    n = len(speakers)
     spk = torch.as_tensor(list(speakers), dtype=torch.long)
-    target = torch.arange(n).repeat_interleave(n)
-    source = torch.arange(n).repeat(n)
-    offset = source - target
-    keep = (offset >= -past) & (offset <= future)
-    source, target, offset = source[keep], target[keep], offset[keep]
-    same = spk[source] == spk[target]
+    return batched_window_edges(torch.tensor([len(spk)]), spk, past, future, decay)
+
+
+def batched_window_edges(sizes: Tensor, speakers: Tensor, past: int, future: int,
+                         decay: float = 4.0) -> tuple[Tensor, Tensor, Tensor]:
+    """The edges of many windows at once, as :func:`window_edges` builds each (vectorised).
+
+    The windows lie one after the other in a flat node list (window ``w`` holds the
+    ``sizes[w]`` nodes after those of windows ``0..w-1``); edges come window by window,
+    target-major, sources ascending, exactly as :func:`window_edges` orders them.
+
+    Args:
+        sizes: Nodes per window ``(W,)``.
+        speakers: Speaker index of each flat node ``(N,)``; only equality matters, so the
+            ids need not restart per window.
+        past / future / decay: As in :func:`window_edges`.
+
+    Returns:
+        ``edge_index`` ``(2, E)`` into the flat nodes, ``edge_type`` ``(E,)``,
+        ``edge_weight`` ``(E,)``.
+    """
+    device = speakers.device
+    sizes = sizes.to(device=device, dtype=torch.long)
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    if sizes.numel() == 0 or int(sizes.max()) == 0:
+        return torch.zeros(2, 0, dtype=torch.long, device=device), empty, empty.float()
+    longest = int(sizes.max())
+    offsets = torch.cumsum(sizes, 0) - sizes
+    # 1. A (windows, target, source) grid of candidate pairs: inside the window and the band.
+    pos = torch.arange(longest, device=device)
+    offset = pos.view(1, -1) - pos.view(-1, 1)  # source - target, (target, source)
+    band = (offset >= -past) & (offset <= future)
+    inside = pos.view(1, -1) < sizes.view(-1, 1)  # (W, L)
+    keep = band.unsqueeze(0) & inside.unsqueeze(2) & inside.unsqueeze(1)
+    # 2. Row-major nonzero: window by window, target-major, sources ascending.
+    window, target, source = keep.nonzero(as_tuple=True)
+    delta = source - target
+    target, source = offsets[window] + target, offsets[window] + source
+    same = speakers[source] == speakers[target]
     edge_type = torch.where(
-        offset < 0,
+        delta < 0,
         torch.where(same, PAST_SAME, PAST_OTHER),
         torch.where(same, FUTURE_SAME, FUTURE_OTHER),
     )
-    edge_type = torch.where(offset == 0, SELF, edge_type)
-    edge_weight = torch.exp(-offset.abs().float() / decay)
+    edge_type = torch.where(delta == 0, SELF, edge_type)
+    edge_weight = torch.exp(-delta.abs().float() / decay)
     return torch.stack([source, target]), edge_type, edge_weight

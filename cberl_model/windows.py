@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cberl_model.window_graph import window_edges
+from cberl_model.window_graph import batched_window_edges
 
 
 @dataclass
@@ -32,6 +32,20 @@ class ConversationFeatures:
 
     def __len__(self) -> int:
         return len(self.utterance_ids)
+
+
+@dataclass(frozen=True)
+class NodeTable:
+    """The nodes of many conversations as one table (what :meth:`WindowBatch.from_spans` cuts).
+
+    Attributes:
+        features / present: Per-modality rows ``(U, d)`` and presence ``(U,)``.
+        speakers: Speaker id of each row ``(U,)``, distinct across conversations.
+    """
+
+    features: dict[str, Tensor]
+    present: dict[str, Tensor]
+    speakers: Tensor
 
 
 @dataclass(frozen=True)
@@ -80,36 +94,63 @@ class WindowBatch:
     @classmethod
     def collate(cls, windows: Sequence[Window], past: int, future: int,
                 edge_decay: float) -> WindowBatch:
-        """Flatten windows into one batch, building each window's edges."""
-        feats: dict[str, list[np.ndarray]] = {}
-        present: dict[str, list[np.ndarray]] = {}
-        batch, targets, labels, edges, types, weights = [], [], [], [], [], []
-        offset = 0
-        for b, w in enumerate(windows):
-            conv = w.conversation
-            for m, matrix in conv.features.items():
-                feats.setdefault(m, []).append(matrix[w.start:w.end])
-                present.setdefault(m, []).append(conv.present[m][w.start:w.end])
-            size = w.end - w.start
-            index: dict[str, int] = {}
-            speakers = [index.setdefault(s, len(index)) for s in conv.speakers[w.start:w.end]]
-            edge_index, edge_type, edge_weight = window_edges(speakers, past, future, edge_decay)
-            edges.append(edge_index + offset)
-            types.append(edge_type)
-            weights.append(edge_weight)
-            batch.append(torch.full((size,), b, dtype=torch.long))
-            targets.append(offset + w.target - w.start)
-            labels.append(int(conv.labels[w.target]))
-            offset += size
+        """Flatten windows into one batch, building each window's edges.
+
+        Each conversation's matrices are stacked once; the windows become spans of that
+        node table (:meth:`from_spans`), so nothing is done per window beyond its bounds.
+        """
+        rows: dict[int, int] = {}
+        convs: list[ConversationFeatures] = []
+        for w in windows:
+            if id(w.conversation) not in rows:
+                rows[id(w.conversation)] = sum(len(c) for c in convs)
+                convs.append(w.conversation)
+        speaker_ids: dict[tuple[int, str], int] = {}
+        speakers = [speaker_ids.setdefault((k, s), len(speaker_ids))
+                    for k, c in enumerate(convs) for s in c.speakers]
+        modalities = list(convs[0].features) if convs else []
+        first = np.array([rows[id(w.conversation)] for w in windows], dtype=np.int64)
+        bounds = np.array([(w.start, w.end, w.target) for w in windows], dtype=np.int64).reshape(-1, 3)
+        labels = np.concatenate([c.labels for c in convs]) if convs else np.zeros(0, np.int64)
+        return cls.from_spans(
+            features={m: torch.from_numpy(np.concatenate([c.features[m] for c in convs])).float()
+                      for m in modalities},
+            present={m: torch.from_numpy(np.concatenate([c.present[m] for c in convs])).bool()
+                     for m in modalities},
+            speakers=torch.tensor(speakers, dtype=torch.long),
+            starts=torch.from_numpy(first + bounds[:, 0]), ends=torch.from_numpy(first + bounds[:, 1]),
+            targets=torch.from_numpy(first + bounds[:, 2]),
+            labels=torch.from_numpy(labels.astype(np.int64)),
+            past=past, future=future, edge_decay=edge_decay)
+
+    @classmethod
+    def from_spans(cls, features: dict[str, Tensor], present: dict[str, Tensor], speakers: Tensor,
+                   starts: Tensor, ends: Tensor, targets: Tensor, labels: Tensor, past: int,
+                   future: int, edge_decay: float) -> WindowBatch:
+        """Windows as spans ``[starts[w], ends[w])`` of one node table, in vectorised torch.
+
+        Args:
+            features / present: The node table per modality, ``(U, d)`` and ``(U,)``.
+            speakers: Speaker id of each table row ``(U,)`` (ids distinct across calls).
+            starts / ends / targets: Each window's bounds and target row ``(W,)``.
+            labels: Class of each table row ``(U,)`` (``-1``: unlabelled).
+            past / future / edge_decay: The window graph (:func:`batched_window_edges`).
+        """
+        device = speakers.device
+        sizes = ends - starts
+        count = int(sizes.numel())
+        # 1. Window-node -> table row, PyG ``batch`` vector and per-window offsets.
+        batch = torch.repeat_interleave(torch.arange(count, device=device), sizes)
+        offsets = torch.cumsum(sizes, 0) - sizes
+        node = starts[batch] + torch.arange(int(batch.numel()), device=device) - offsets[batch]
+        # 2. The windows' speaker graphs, all at once.
+        edge_index, edge_type, edge_weight = batched_window_edges(
+            sizes, speakers[node], past, future, edge_decay)
         return cls(
-            features={m: torch.from_numpy(np.concatenate(v)).float() for m, v in feats.items()},
-            present={m: torch.from_numpy(np.concatenate(v)).bool() for m, v in present.items()},
-            batch=torch.cat(batch),
-            edge_index=torch.cat(edges, dim=1),
-            edge_type=torch.cat(types),
-            edge_weight=torch.cat(weights),
-            target=torch.tensor(targets, dtype=torch.long),
-            labels=torch.tensor(labels, dtype=torch.long),
+            features={m: t.index_select(0, node) for m, t in features.items()},
+            present={m: t.index_select(0, node) for m, t in present.items()},
+            batch=batch, edge_index=edge_index, edge_type=edge_type, edge_weight=edge_weight,
+            target=offsets + targets - starts, labels=labels.index_select(0, targets),
         )
 
     def to(self, device: torch.device) -> WindowBatch:

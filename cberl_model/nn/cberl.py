@@ -155,9 +155,24 @@ class CBERL(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, batch: WindowBatch) -> Tensor:
-        """Class probabilities of each window's target, ``(B, num_classes)``, in eval mode."""
+        """Class probabilities of each window's target, ``(B, num_classes)``, in eval mode.
+
+        The same network as :meth:`forward` without what only training needs: no masking,
+        and the graph's last layer runs into the targets alone (the other nodes' final
+        states are never classified), so a window costs one attention row at the top.
+        """
         was_training = self.training
         self.eval()
-        probs = WeakClassifierEnsemble.probabilities(self(batch).logits)
-        self.train(was_training)
-        return probs
+        try:
+            # 1. Fusion, sequential context and projection, as in forward (eval: no mask).
+            inputs = {m: self.standardize[m](batch.features[m]) for m in self.modalities}
+            z = self.fusion(inputs, batch.present).z
+            context = self.project(torch.cat([z, self.context(z, batch.batch)], -1))
+            # 2. Graph attention up to the targets, then the ensemble on them.
+            target = batch.target
+            top = (context[target] if self.graph is None else
+                   self.graph(context, batch.edge_index, batch.edge_type, batch.edge_weight, target))
+            logits = self.classifier(torch.cat([z[target], top], -1))
+        finally:
+            self.train(was_training)
+        return WeakClassifierEnsemble.probabilities(logits)

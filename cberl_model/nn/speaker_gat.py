@@ -59,10 +59,28 @@ class SpeakerGAT(nn.Module):
                 f"num_layers={self.num_layers})")
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor,
-                edge_weight: Tensor) -> Tensor:
+                edge_weight: Tensor, targets: Tensor | None = None) -> Tensor:
+        """Node states after the attention layers.
+
+        With ``targets`` (distinct node indices ``(B,)``) only their states are returned,
+        ``(B, dim)``: the last layer then runs on the edges into them alone (a bipartite
+        GATv2 step, same weights), which is all inference needs and gives the same values.
+        """
         # 1. Edge features: learned relation embedding plus the distance weight.
         edge_attr = torch.cat([self.edge_type(edge_type), edge_weight.unsqueeze(-1)], dim=-1)
+        layers = list(zip(self.convs, self.norms, strict=True))
+        if targets is not None:
+            layers, (last_conv, last_norm) = layers[:-1], layers[-1]
         # 2. Residual attention layers.
-        for conv, norm in zip(self.convs, self.norms, strict=True):
+        for conv, norm in layers:
             x = x + self.dropout(norm(torch.nn.functional.gelu(conv(x, edge_index, edge_attr))))
-        return x
+        if targets is None:
+            return x
+        # 3. The last layer only into the targets: keep their incoming edges, renumbered.
+        slot = torch.full((x.size(0),), -1, dtype=torch.long, device=x.device)
+        slot[targets] = torch.arange(targets.numel(), device=x.device)
+        into = slot[edge_index[1]]
+        keep = into >= 0
+        pairs = torch.stack([edge_index[0][keep], into[keep]])
+        out = last_conv((x, x[targets]), pairs, edge_attr[keep])
+        return x[targets] + self.dropout(last_norm(torch.nn.functional.gelu(out)))
