@@ -171,7 +171,8 @@ class CBERL(nn.Module):
             # 2. Graph attention up to the targets, then the ensemble on them.
             target = batch.target
             top = (context[target] if self.graph is None else
-                   self.graph(context, batch.edge_index, batch.edge_type, batch.edge_weight, target))
+                   self.graph.infer(context, batch.edge_index, batch.edge_type, batch.edge_weight,
+                                    batch.batch, target))
             logits = self.classifier(torch.cat([z[target], top], -1))
         finally:
             self.train(was_training)

@@ -41,3 +41,24 @@ def test_speaker_gat_uses_edge_types() -> None:
     other = window_edges([0, 1, 2, 3], past=3, future=3)
     assert torch.equal(same[0], other[0])  # same graph, different relation types
     assert not torch.allclose(gat(x, *same), gat(x, *other))
+
+
+@pytest.mark.parametrize("heads,num_layers", [(1, 1), (2, 2), (4, 3)])
+def test_speaker_gat_infer_equals_forward_at_targets(heads: int, num_layers: int) -> None:
+    """The dense eval path and the targets-only last layer give forward's target states."""
+    torch.manual_seed(0)
+    gat = SpeakerGAT(8, heads=heads, num_layers=num_layers, edge_type_dim=3, dropout=0.0).eval()
+    sizes = [5, 1, 3, 4]
+    graphs = [window_edges([i % 2 for i in range(n)], past=2, future=1) for n in sizes]
+    offsets = [sum(sizes[:k]) for k in range(len(sizes))]
+    edge_index = torch.cat([g[0] + o for g, o in zip(graphs, offsets, strict=True)], 1)
+    edge_type = torch.cat([g[1] for g in graphs])
+    edge_weight = torch.cat([g[2] for g in graphs])
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    targets = torch.tensor([o + n // 2 for o, n in zip(offsets, sizes, strict=True)])
+    x = torch.randn(sum(sizes), 8)
+    full = gat(x, edge_index, edge_type, edge_weight)[targets]
+    only = gat(x, edge_index, edge_type, edge_weight, targets)
+    dense = gat.infer(x, edge_index, edge_type, edge_weight, batch, targets, chunk_pairs=10)
+    torch.testing.assert_close(only, full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(dense, full, atol=1e-5, rtol=0)

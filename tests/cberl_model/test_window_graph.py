@@ -18,6 +18,7 @@ from cberl_model.window_graph import (
     PAST_OTHER,
     PAST_SAME,
     SELF,
+    batched_window_edges,
     window_edges,
 )
 from tests.cberl_model.nn_helpers import (
@@ -73,3 +74,15 @@ def test_window_edges_single_node() -> None:
     edge_index, edge_type, edge_weight = window_edges([3], past=10, future=2)
     assert edge_index.tolist() == [[0], [0]]
     assert edge_type.tolist() == [SELF] and edge_weight.tolist() == [1.0]
+
+
+def test_batched_window_edges_equal_one_window_at_a_time() -> None:
+    sizes = [4, 1, 0, 6, 3]
+    speakers = [[0, 1, 0, 0], [2], [], [1, 1, 0, 2, 0, 1], [0, 0, 0]]
+    edge_index, edge_type, edge_weight = batched_window_edges(
+        torch.tensor(sizes), torch.tensor([s for w in speakers for s in w]), past=2, future=1)
+    parts = [window_edges(s, past=2, future=1) for s, n in zip(speakers, sizes, strict=True) if n]
+    offsets = [sum(sizes[:k]) for k, n in enumerate(sizes) if n]
+    assert torch.equal(edge_index, torch.cat([p[0] + o for p, o in zip(parts, offsets, strict=True)], 1))
+    assert torch.equal(edge_type, torch.cat([p[1] for p in parts]))
+    assert torch.equal(edge_weight, torch.cat([p[2] for p in parts]))
