@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -36,6 +37,8 @@ class Participant:
     pipeline: ParticipantPipeline
     pc: RTCPeerConnection
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the peer connection first reaches ``connected``."""
 
 
 class Call:
@@ -52,6 +55,9 @@ class Call:
         self.created_at_ms = now_ms()
         self.participants: dict[str, Participant] = {}
         self.ended = False
+        self.idle_since_s: float | None = time.monotonic()
+        """Monotonic time since which the call has had no participant (``None``: it has some)."""
+        self._closing: set[asyncio.Task[None]] = set()
         self._t0_ms: int | None = None
 
     @property
@@ -69,16 +75,43 @@ class Call:
             self._t0_ms = first_frame_ms
         return max(first_frame_ms - self._t0_ms, 0)
 
+    def join(self, speaker_id: str, participant: Participant) -> None:
+        """``participant`` is live; a previous connection of the same speaker is replaced
+        at once and hung up in the background (a reconnect does not wait for its flush)."""
+        old = self.participants.pop(speaker_id, None)
+        self.participants[speaker_id] = participant
+        self.idle_since_s = None
+        if old is not None:
+            task = asyncio.create_task(self._hang_up(old), name=f"{self.call_id}:{speaker_id}:replaced")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
     async def remove(self, speaker_id: str) -> bool:
         """Hang up one participant: close the connection, flush and recognise their speech."""
         participant = self.participants.pop(speaker_id, None)
         if participant is None:
             return False
+        if not self.participants:
+            self.idle_since_s = time.monotonic()
+        await self._hang_up(participant)
+        return True
+
+    async def _hang_up(self, participant: Participant) -> None:
         await participant.pc.close()
         await participant.pipeline.close()
+        current = asyncio.current_task()
         for task in participant.tasks:
-            task.cancel()
-        return True
+            if task is not current:
+                task.cancel()
+
+    async def settle(self) -> None:
+        """Wait for replaced connections still being hung up (before the call's end)."""
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def idle_for_s(self) -> float:
+        """How long the call has had no participant (0 while it has some)."""
+        return 0.0 if self.idle_since_s is None else time.monotonic() - self.idle_since_s
 
     def describe(self) -> dict[str, object]:
         """The call's public state (``GET /v1/calls/{id}``)."""
@@ -95,6 +128,15 @@ class CallRegistry:
     def __init__(self, metrics: StreamerMetrics) -> None:
         self._calls: dict[str, Call] = {}
         self._metrics = metrics
+        # counted from the registry when scraped, so it cannot drift
+        metrics.active_participants.set_function(self.participant_count)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def participant_count(self) -> int:
+        """Live participant connections over every call."""
+        return sum(len(call.participants) for call in self._calls.values())
 
     def add(self, call: Call) -> Call:
         self._calls[call.call_id] = call
@@ -123,8 +165,9 @@ class CallRegistry:
         call.ended = True
         self._calls.pop(call.call_id, None)
         self._metrics.active_calls.set(len(self._calls))
-        for pid in list(call.participants):
-            await call.remove(pid)
+        await asyncio.gather(*(call.remove(pid) for pid in list(call.participants)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(call.settle(), timeout_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(call.sequencer.drain(), timeout_s)
         return call.sequencer.end()

@@ -38,3 +38,6 @@ class StreamerMetrics:
         self.publish_dropped = Counter("streamer_publish_dropped_total",
                                        "Events dropped because the publish backlog was full",
                                        registry=r)
+        self.publish_failed = Counter("streamer_publish_failed_total",
+                                      "Events that could not be serialized or sent (skipped)",
+                                      registry=r)

@@ -11,6 +11,15 @@ backlog (``publish_backlog`` events, default 10,000: hours of speech for a few c
 are sent in order once the broker is back. If the backlog fills, new events are refused
 with an ERROR log line and ``streamer_publish_dropped_total`` counts them; nothing is lost
 without a trace. The backlog is memory only: it does not survive a crash of the process.
+
+A record that cannot be sent at all (it does not serialize, or the client refuses it) is
+logged with its ids, counted in ``streamer_publish_failed_total`` and skipped: one bad
+record never stops the records behind it. Should the sender task end anyway, ``ready``
+turns false with the reason, so ``/readyz`` says the gateway cannot publish.
+
+With ``CBERL_EVENT_SECRET`` set, every record (utterances and call ends) carries an
+HMAC-SHA256 of its key and value in the :data:`~contracts.signing.SIGNATURE_HEADER`
+header (:mod:`contracts.signing`); the workers verify it.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from contracts.clock import now_ms
 from contracts.events import CallEnded, UtteranceEvent
+from contracts.signing import signature_headers
 from contracts.topics import ensure_topics
 from streamer.metrics import StreamerMetrics
 from streamer.settings import StreamerSettings
@@ -49,15 +59,27 @@ class UtterancePublisher:
         self._task: asyncio.Task[None] | None = None
         self.error: str | None = "not connected yet"
         self.published = 0
+        self.failed = 0
 
     @property
     def ready(self) -> bool:
-        """Connected and the last send (if any) succeeded."""
-        return self.error is None
+        """Connected, the sender task running, and the last send (if any) succeeded."""
+        return self.error is None and self._task is not None and not self._task.done()
 
     def start(self) -> None:
         """Start the sender task (it connects, and reconnects, by itself)."""
         self._task = asyncio.create_task(self._run(), name="utterance-publisher")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The sender task is gone: nothing can be published any more; say why."""
+        if task.cancelled():
+            self.error = "the publisher is closed"
+            return
+        exc = task.exception()
+        self.error = f"the publisher task ended: {exc!r}"
+        log.error("%s; no more events reach %s", self.error, self._settings.utterances_topic,
+                  exc_info=exc)
 
     def publish(self, event: UtteranceEvent | CallEnded) -> bool:
         """Queue ``event`` for the broker; ``False`` (and an ERROR log) if the backlog is full."""
@@ -127,18 +149,27 @@ class UtterancePublisher:
         assert self._producer is not None
         while True:
             event = await self._queue.get()
-            await self._send(self._producer, event)
-            self._queue.task_done()
-            self._metrics.publish_backlog.set(self._queue.qsize())
+            try:
+                await self._send(self._producer, event)
+            except Exception:  # one unsendable record must not stop the records behind it
+                self.failed += 1
+                self._metrics.publish_failed.inc()
+                log.exception("%s %s of call %s cannot be published; skipped",
+                              event.type, getattr(event, "utterance_id", ""), event.call_id)
+            finally:
+                self._queue.task_done()
+                self._metrics.publish_backlog.set(self._queue.qsize())
 
     async def _send(self, producer: AIOKafkaProducer, event: UtteranceEvent | CallEnded) -> None:
-        """Send one record until it is acked (same record, capped back-off)."""
+        """Send one record until it is acked (same record, capped back-off), signed if configured."""
         value = event.model_dump_json().encode()
+        key = event.call_id.encode()
+        headers = signature_headers(self._settings.event_key(), key, value)
         problem = f"send to {self._settings.broker_bootstrap_servers} failed"
         async for attempt in self._retrying(problem, (KafkaError,)):
             with attempt:
                 await producer.send_and_wait(self._settings.utterances_topic, value=value,
-                                             key=event.call_id.encode())
+                                             key=key, headers=headers)
         self.error = None
         self.published += 1
         if isinstance(event, UtteranceEvent):

@@ -22,7 +22,9 @@ class StreamerSettings(SharedSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     token_secret: SecretStr | None = Field(None, description="token signing key; random when unset")
     token_ttl_s: int = Field(default=6 * 3600, gt=0)
-    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="origins allowed cross-origin (exact match; '*' any); none by default")
     publish_backlog: int = Field(default=10_000, ge=1, description="utterances held while the broker is away")
     whisper_model: str = DEFAULT_WHISPER_MODEL
     whisper_device: str = "auto"
@@ -37,7 +39,29 @@ class StreamerSettings(SharedSettings):
     video_sample_fps: float = Field(default=FRAME_RATE, ge=0.0)
     ice_host_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
 
-    @field_validator("ice_host_addresses", "cors_origins")
+    # -- abuse limits (streamer/limits.py) --------------------------------------------
+    api_key: SecretStr | None = Field(
+        None, description="when set, POST /v1/calls needs 'Authorization: Bearer <key>' or 'X-API-Key'")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host header values served (host:port); default: the bind "
+                                          "host, localhost, 127.0.0.1 and [::1] with the port")
+    max_active_calls: int = Field(default=100, ge=1, description="calls at once; beyond: 503")
+    max_participants_per_call: int = Field(default=16, ge=1, description="live participants of a call")
+    max_names_per_request: int = Field(default=16, ge=0, description="names in one POST /v1/calls")
+    call_idle_timeout_s: float = Field(default=600.0, gt=0,
+                                       description="a call with no participant this long is ended")
+    connect_timeout_s: float = Field(default=30.0, gt=0,
+                                     description="a peer connection not connected by then is closed")
+    max_subscriptions: int = Field(default=200, ge=1, description="open SSE/WebSocket streams in all")
+    max_subscriptions_per_call: int = Field(default=20, ge=1, description="open streams of one call")
+    max_subscriptions_per_client: int = Field(default=10, ge=1,
+                                              description="open streams of one client address")
+    redis_write_connections: int = Field(default=20, ge=1,
+                                         description="Redis pool of transcripts, call keys and /readyz")
+    shutdown_grace_s: float = Field(default=10.0, gt=0,
+                                    description="SIGTERM/SIGINT: calls end and the process exits within this")
+
+    @field_validator("ice_host_addresses")
     @classmethod
     def _non_empty(cls, value: list[str]) -> list[str]:
         if not value:

@@ -22,6 +22,11 @@ SUPPORTED_CODECS: dict[str, tuple[str, ...]] = {
 _LINE = re.compile(r"^[a-z]=\S")
 """RFC 4566: every SDP line is one lower-case letter, '=', and a value (aiortc's parser skips others)."""
 
+FINGERPRINT_BYTES: dict[str, int] = {"sha-256": 32, "sha-384": 48, "sha-512": 64}
+"""DTLS fingerprint hash functions aiortc verifies (RFC 8122), with their digest sizes."""
+
+_HEX_PAIRS = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})*", re.ASCII)
+
 
 class OfferError(ValueError):
     """The join request's offer cannot be used (malformed, no audio, unsupported codec)."""
@@ -35,10 +40,14 @@ def parse_offer(body: dict[str, Any]) -> RTCSessionDescription:
             m-line, or an audio/video m-line offers none of :data:`SUPPORTED_CODECS`.
     """
     sdp, kind = body.get("sdp"), body.get("type")
+    if not isinstance(kind, str | None):
+        raise OfferError(f"'type' must be 'offer', not a {type(kind).__name__}")
     if kind != "offer":
         raise OfferError(f"'type' must be 'offer', not {kind!r}")
     if not isinstance(sdp, str) or not sdp.strip():
         raise OfferError("'sdp' must be a non-empty SDP string")
+    if not sdp.isascii():
+        raise OfferError("malformed SDP: it must be ASCII")
     lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
     if lines[0] != "v=0":
         raise OfferError("malformed SDP: it must start with 'v=0'")
@@ -62,4 +71,17 @@ def parse_offer(body: dict[str, Any]) -> RTCSessionDescription:
                              f"supported: {', '.join(supported)}")
         if not media.ice.usernameFragment or not media.dtls or not media.dtls.fingerprints:
             raise OfferError(f"the {media.kind} m-line lacks ICE credentials or a DTLS fingerprint")
+        for fingerprint in media.dtls.fingerprints:
+            _check_fingerprint(media.kind, fingerprint.algorithm, fingerprint.value)
     return RTCSessionDescription(sdp=sdp, type="offer")
+
+
+def _check_fingerprint(kind: str, algorithm: str, value: str) -> None:
+    """A DTLS fingerprint is a supported hash and its digest as colon-separated hex pairs."""
+    size = FINGERPRINT_BYTES.get(algorithm.lower())
+    if size is None:
+        raise OfferError(f"the {kind} m-line has a DTLS fingerprint of unsupported hash {algorithm[:20]!r} "
+                         f"(supported: {', '.join(FINGERPRINT_BYTES)})")
+    if not _HEX_PAIRS.fullmatch(value) or len(value.split(":")) != size:
+        raise OfferError(f"the {kind} m-line has a malformed {algorithm} DTLS fingerprint: expected "
+                         f"{size} colon-separated hex bytes, not {value[:40]!r}")

@@ -13,6 +13,11 @@ text message per item: ``{"id", "type", "data"}``), Server-Sent Events otherwise
 (``id:``, ``event: utterance|emotion``, ``data: <json>``). A subscriber token of the call
 (or a participant token) is required, in ``?token=`` (browsers cannot set headers on
 EventSource or WebSocket) or ``Authorization: Bearer``.
+
+A stream ends when its token expires: SSE with a last ``event: end`` whose data says
+``{"reason": "token expired"}``, a WebSocket with close code :data:`WS_TOKEN_EXPIRED`. The
+gateway bounds how many streams are open (:class:`streamer.limits.SubscriptionLimiter`)
+and reads them on a Redis pool of their own, apart from the write path.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -37,7 +43,10 @@ log = logging.getLogger(__name__)
 
 KINDS = {EMOTION_FIELD: ("emotion", EmotionEvent),
          TRANSCRIPT_FIELD: ("utterance", TranscriptEntry)}
-_OFFSET = re.compile(r"^(0|\$|\d+(-\d+)?)$")
+_OFFSET = re.compile(r"(0|\$|([0-9]{1,20})(-([0-9]{1,20}))?)", re.ASCII)
+_MAX_ID_PART = 2**64 - 1  # a Redis stream id is two unsigned 64-bit numbers
+WS_TOKEN_EXPIRED = 4001
+"""WebSocket close code when the subscription's token expires."""
 _BLOCK_MS = 1000
 _RETRY_S = 1.0
 _KEEPALIVE_S = 15.0
@@ -55,8 +64,11 @@ class StreamItem:
 def parse_offset(value: str | None) -> str:
     """A stream offset from a query value; ``ValueError`` names the accepted forms."""
     value = (value or "0").strip()
-    if not _OFFSET.match(value):
-        raise ValueError(f"'from' must be 0, $ or a stream entry id like 1700000000000-0, not {value!r}")
+    match = _OFFSET.fullmatch(value)
+    parts = [p for p in (match.group(2), match.group(4)) if p] if match else []
+    if match is None or any(int(p) > _MAX_ID_PART for p in parts):
+        raise ValueError(f"'from' must be 0, $ or a stream entry id like 1700000000000-0, "
+                         f"not {value[:40]!r}")
     return value
 
 
@@ -109,9 +121,10 @@ def _item(call_id: str, entry_id: str, fields: dict[bytes, bytes]) -> StreamItem
     return None
 
 
-async def serve_subscription(request: web.Request, redis: aioredis.Redis, call_id: str
-                             ) -> web.StreamResponse:
-    """Answer one subscription (the caller has checked the token)."""
+async def serve_subscription(request: web.Request, redis: aioredis.Redis, call_id: str,
+                             expires_at_s: float | None = None) -> web.StreamResponse:
+    """Answer one subscription (the caller has checked the token); it ends at ``expires_at_s``
+    (epoch seconds: the token's expiry)."""
     try:
         offset = parse_offset(request.headers.get("Last-Event-ID") or request.query.get("from"))
     except ValueError as exc:
@@ -122,20 +135,32 @@ async def serve_subscription(request: web.Request, redis: aioredis.Redis, call_i
     if kinds is not None and not kinds <= {"utterance", "emotion"}:
         raise web.HTTPBadRequest(reason=f"'types' must name utterance and/or emotion, not {wanted!r}")
     items = read_call_stream(redis, call_id, offset, follow, kinds)
+    expires = expires_at_s if expires_at_s is not None else float("inf")
     if request.headers.get("Upgrade", "").lower() == "websocket":
-        return await _websocket(request, items)
-    return await _server_sent_events(request, items)
+        return await _websocket(request, items, expires)
+    return await _server_sent_events(request, items, expires)
 
 
-async def _server_sent_events(request: web.Request, items: AsyncIterator[StreamItem]) -> web.StreamResponse:
+def _left_s(expires_at_s: float) -> float:
+    return expires_at_s - time.time()
+
+
+async def _server_sent_events(request: web.Request, items: AsyncIterator[StreamItem],
+                              expires_at_s: float) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     await response.prepare(request)
     pending: asyncio.Task[StreamItem] | None = None
     try:
         while True:
+            left_s = _left_s(expires_at_s)
+            if left_s <= 0:
+                await response.write(b'event: end\ndata: {"reason": "token expired"}\n\n')
+                break
             pending = pending or asyncio.ensure_future(anext(items))
-            done, _ = await asyncio.wait({pending}, timeout=_KEEPALIVE_S)
+            done, _ = await asyncio.wait({pending}, timeout=min(_KEEPALIVE_S, left_s))
+            if not done and _left_s(expires_at_s) <= 0:
+                continue
             if not done:  # proxies drop silent connections; a comment line keeps it open
                 await response.write(b": keepalive\n\n")
                 continue
@@ -155,14 +180,21 @@ async def _server_sent_events(request: web.Request, items: AsyncIterator[StreamI
     return response
 
 
-async def _websocket(request: web.Request, items: AsyncIterator[StreamItem]) -> web.WebSocketResponse:
+async def _websocket(request: web.Request, items: AsyncIterator[StreamItem],
+                     expires_at_s: float) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20.0)
     await ws.prepare(request)
 
     async def forward() -> None:
-        async for item in items:
-            await ws.send_str(json.dumps({"id": item.entry_id, "type": item.kind,
-                                          "data": json.loads(item.data)}))
+        try:
+            left_s = max(_left_s(expires_at_s), 0) if expires_at_s < float("inf") else None
+            async with asyncio.timeout(left_s):
+                async for item in items:
+                    await ws.send_str(json.dumps({"id": item.entry_id, "type": item.kind,
+                                                  "data": json.loads(item.data)}))
+        except TimeoutError:
+            await ws.close(code=WS_TOKEN_EXPIRED, message=b"token expired")
+            return
         await ws.close()
 
     sender = asyncio.create_task(forward())

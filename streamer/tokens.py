@@ -1,10 +1,11 @@
 """Signed, compact call tokens: ``base64url(JSON payload) "." base64url(HMAC-SHA256)``.
 
-A token names one call, a role (``participant`` may join and send media; ``subscriber``
-may only read the call's emotion events) and, for participants, who they are. The gateway
-signs with ``CBERL_TOKEN_SECRET``; nothing is stored server-side, so any replica with the
-same secret accepts any token. The next issue's WebSocket/SSE endpoint reuses
-:func:`verify_token` with ``role="subscriber"``.
+A token names one call, a role and, for participants, who they are. Roles:
+``participant`` (join, send media, leave, end, read), ``subscriber`` (only read the call's
+events) and ``invite`` (only mint participant tokens: the capability an invite link
+carries; it reads nothing). The gateway signs with ``CBERL_TOKEN_SECRET``; nothing is
+stored server-side, so any replica with the same secret accepts any token. A token that is
+not ASCII, or not ``PAYLOAD.SIGNATURE``, is malformed (401), never an internal error.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-Role = Literal["participant", "subscriber"]
-ROLES: tuple[Role, ...] = ("participant", "subscriber")
+Role = Literal["participant", "subscriber", "invite"]
+ROLES: tuple[Role, ...] = ("participant", "subscriber", "invite")
+MAX_TOKEN_CHARS = 4096
 
 
 class TokenError(Exception):
@@ -71,8 +73,10 @@ def issue_token(secret: bytes, call_id: str, role: Role, ttl_s: int,
     return f"{payload}.{_sign(secret, payload)}"
 
 
-def verify_token(secret: bytes, token: str | None, call_id: str, role: Role) -> TokenClaims:
-    """The claims of ``token`` if it is genuine, unexpired, for ``call_id`` and ``role``.
+def verify_token(secret: bytes, token: str | None, call_id: str,
+                 role: Role | tuple[Role, ...]) -> TokenClaims:
+    """The claims of ``token`` if it is genuine, unexpired, for ``call_id`` and ``role``
+    (or one of the roles, given a tuple).
 
     Raises:
         TokenError: 401 (missing, malformed, bad signature, expired) or 403 (another call
@@ -80,19 +84,23 @@ def verify_token(secret: bytes, token: str | None, call_id: str, role: Role) -> 
     """
     if not token:
         raise TokenError("a token is required (JSON field 'token' or 'Authorization: Bearer')")
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        raise TokenError("malformed token: expected PAYLOAD.SIGNATURE in ASCII")
     payload, _, signature = token.partition(".")
     if not payload or not signature:
         raise TokenError("malformed token: expected PAYLOAD.SIGNATURE")
-    if not hmac.compare_digest(_sign(secret, payload), signature):
+    if not hmac.compare_digest(_sign(secret, payload).encode(), signature.encode()):
         raise TokenError("invalid token signature")
     try:
         claims = TokenClaims(**json.loads(_b64decode(payload)))
-    except (binascii.Error, ValueError, TypeError) as exc:
+    except (binascii.Error, ValueError, TypeError, RecursionError) as exc:
         raise TokenError(f"malformed token payload: {exc}") from exc
-    if claims.exp < time.time():
+    if not isinstance(claims.exp, int) or claims.exp < time.time():
         raise TokenError("token expired")
     if claims.call_id != call_id:
         raise TokenError(f"token is for another call, not {call_id!r}", status=403)
-    if claims.role != role:
-        raise TokenError(f"token has role {claims.role!r}; this needs {role!r}", status=403)
+    roles = role if isinstance(role, tuple) else (role,)
+    if claims.role not in roles:
+        needed = " or ".join(repr(r) for r in roles)
+        raise TokenError(f"token has role {claims.role!r}; this needs {needed}", status=403)
     return claims

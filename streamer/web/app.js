@@ -188,21 +188,23 @@ async function start(event) {
   const invite = new URLSearchParams(location.hash.slice(1)).get("invite");
   $("start").disabled = true;
   try {
-    let subscriberToken;
+    // The invite link carries the call's invite token: it mints participant tokens and
+    // reads nothing. Everyone reads the call's events with their own participant token.
+    let inviteToken;
     if (params.get("call") && invite) {
       state.callId = params.get("call");
       state.token = (await api(`/v1/calls/${state.callId}/participants`, { name, token: invite })).token;
-      subscriberToken = invite;
+      inviteToken = invite;
     } else {
       const call = await api("/v1/calls", { participants: [name] });
       state.callId = call.call_id;
       state.token = call.participants[0].token;
-      subscriberToken = call.subscriber_token;
-      history.replaceState(null, "", `/?call=${call.call_id}#invite=${subscriberToken}`);
+      inviteToken = call.invite_token;
+      history.replaceState(null, "", `/?call=${call.call_id}#invite=${inviteToken}`);
     }
-    $("invite-link").value = `${location.origin}/?call=${state.callId}#invite=${subscriberToken}`;
+    $("invite-link").value = `${location.origin}/?call=${state.callId}#invite=${inviteToken}`;
     $("invite").hidden = false;
-    state.events = subscribe(state.callId, subscriberToken);
+    state.events = subscribe(state.callId, state.token);
     setStatus(`Connecting to call ${state.callId}…`);
     state.pc = await connect(state.callId, state.token, $("camera").checked);
     $("leave").hidden = false;

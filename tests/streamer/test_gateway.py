@@ -17,7 +17,7 @@ from aiortc import RTCPeerConnection
 
 from deploy.speech import timeline_wav, word_error_rate
 from tests.kafka import read_call
-from tests.streamer.conftest import Gateway
+from tests.streamer.conftest import Gateway, gateway_settings, run_gateway
 from tests.waiting import async_wait_until
 
 SENTENCE = "I think we need to buy more coffee."
@@ -76,14 +76,17 @@ async def test_bad_requests_get_4xx_while_another_call_goes_on(gateway: Gateway,
          "another call"),
         ("/v1/calls/c-nope/join", {"sdp": offer, "type": "offer", "token": token}, None, 404, "unknown call"),
         ("/v1/calls", {"participants": "mallory"}, None, 400, "list of names"),
-        (f"/v1/calls/{call_id}/participants", {"name": "", "token": token}, None, 400, "name"),
+        (f"/v1/calls/{call_id}/participants", {"name": "", "token": call["invite_token"]}, None, 400, "name"),
     ]
     for path, body, raw, status, message in cases:
-        got, reply = await gateway.post(path, body, raw=raw)
+        got, reply = await gateway.post(path, body, raw=raw, headers={"Content-Type": "application/json"})
         assert (got, message in reply.get("error", "")) == (status, True), (path, str(body)[:80], reply)
 
+    status, refused = await gateway.post(f"/v1/calls/{call_id}/participants",
+                                         {"name": "trent", "token": call["subscriber_token"]})
+    assert (status, refused["error"]) == (403, "token has role 'subscriber'; this needs 'invite'")
     status, minted = await gateway.post(f"/v1/calls/{call_id}/participants",
-                                        {"name": "trent", "token": call["subscriber_token"]})
+                                        {"name": "trent", "token": call["invite_token"]})
     assert status == 201 and minted["name"] == "trent" and minted["token"] != token
 
     out, err = await asyncio.wait_for(client.communicate(), 60)
@@ -117,11 +120,23 @@ async def test_health_readiness_metrics_cors(gateway: Gateway) -> None:
     for name in ("streamer_active_calls", "streamer_utterance_latency_seconds_bucket",
                  "streamer_asr_real_time_factor_bucket", "streamer_dropped_audio_frames_total"):
         assert name in text
-    status, reply = await gateway.post("/v1/calls", {}, headers={"Origin": "http://example.test"})
-    assert status == 201
-    async with aiohttp.ClientSession() as session, session.options(
-            gateway.url + "/v1/calls", headers={"Origin": "http://example.test",
-                                                "Access-Control-Request-Method": "POST"}) as response:
-        assert response.status == 204
-        assert response.headers["Access-Control-Allow-Origin"] == "http://example.test"
-        assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+    async with aiohttp.ClientSession() as session, session.post(
+            gateway.url + "/v1/calls", json={}, headers={"Origin": "http://example.test"}) as response:
+        assert response.status == 201  # CORS allow-list empty by default: no origin is reflected
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.asyncio
+async def test_cors_reflects_only_listed_origins(tansu_broker, redis_server, analyzer) -> None:
+    settings = gateway_settings(tansu_broker, redis_server, cors_origins=["http://app.test"])
+    async with run_gateway(settings, analyzer) as gw, aiohttp.ClientSession() as session:
+        async with session.options(gw.url + "/v1/calls", headers={
+                "Origin": "http://app.test", "Access-Control-Request-Method": "POST"}) as response:
+            assert response.status == 204
+            assert response.headers["Access-Control-Allow-Origin"] == "http://app.test"
+            assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+        for path in ("/v1/calls", "/metrics"):
+            async with session.options(gw.url + path, headers={"Origin": "http://evil.test"}) as response:
+                assert response.status == 204 and "Access-Control-Allow-Origin" not in response.headers
+        async with session.get(gw.url + "/metrics", headers={"Origin": "http://evil.test"}) as response:
+            assert response.status == 200 and "Access-Control-Allow-Origin" not in response.headers

@@ -162,10 +162,18 @@ async def test_model_card_and_page(gateway: Gateway) -> None:
 
 
 async def test_an_invite_token_mints_a_named_participant(gateway: Gateway) -> None:
-    """``streamer.join --invite``: the subscriber token --create prints lets others join."""
+    """``streamer.join --invite``: the invite token --create prints lets others join; the
+    subscriber and participant tokens do not (H3: a read link is no participant credential)."""
     call = await create_call(gateway.url, ["ann"])
-    minted = await add_participant(gateway.url, call["call_id"], "bob", call["subscriber_token"])
+    minted = await add_participant(gateway.url, call["call_id"], "bob", call["invite_token"])
     claims = verify_token(gateway.settings.secret(), minted["token"], call["call_id"], "participant")
     assert claims.speaker_name == "bob" and claims.speaker_id == minted["speaker_id"]
-    with pytest.raises(JoinError, match="HTTP 401"):
+    with pytest.raises(JoinError, match="HTTP 401: invalid token signature"):
         await add_participant(gateway.url, call["call_id"], "eve", "forged.token")
+    with pytest.raises(JoinError, match="HTTP 403: token has role 'subscriber'; this needs 'invite'"):
+        await add_participant(gateway.url, call["call_id"], "eve", call["subscriber_token"])
+    with pytest.raises(JoinError, match="HTTP 403: token has role 'participant'; this needs 'invite'"):
+        await add_participant(gateway.url, call["call_id"], "eve", call["participants"][0]["token"])
+    status, body = await _sse(gateway, call["call_id"], f"token={call['invite_token']}&follow=false")
+    assert (status, json.loads(body)["error"]) == (
+        403, "token has role 'invite'; this needs 'participant' or 'subscriber'")
