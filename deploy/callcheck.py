@@ -10,14 +10,17 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 
-from deploy.speech import words
+from deploy.speech import RATE, say, words, write_wav
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Score:
     duplicated: int  # utterances with more than one final label
     unlabelled: int  # utterances transcribed but with no final label
     utterances: int
+    lost_index: list[int] = field(default_factory=list)  # which truths were lost
 
 
 def score(snap: Snapshot, script: list[tuple[str, str]], min_overlap: float = 0.5) -> Score:
@@ -72,16 +76,18 @@ def score(snap: Snapshot, script: list[tuple[str, str]], min_overlap: float = 0.
     labelled = [t for uid, t in snap.transcripts.items() if uid in finals]
     used: set[str] = set()
     lost = 0
+    lost_index: list[int] = []
     for speaker, sentence in script:
         best = max((t for t in labelled if t["speaker_name"] == speaker and t["utterance_id"] not in used),
                    key=lambda t: _overlap(sentence, t["text"]), default=None)
         if best is None or _overlap(sentence, best["text"]) < min_overlap:
             lost += 1
+            lost_index.append(len(lost_index) + len(used))
         else:
             used.add(best["utterance_id"])
     return Score(truths=len(script), lost=lost, duplicated=sum(1 for n in finals.values() if n > 1),
                  unlabelled=sum(1 for uid in snap.transcripts if uid not in finals),
-                 utterances=len(snap.transcripts))
+                 utterances=len(snap.transcripts), lost_index=lost_index)
 
 
 def stack_children(stack_pid: int) -> dict[str, psutil.Process]:
@@ -102,3 +108,55 @@ def stack_children(stack_pid: int) -> dict[str, psutil.Process]:
         elif "-m" in cmd and cmd[cmd.index("-m") + 1:cmd.index("-m") + 2] == ["streamer"]:
             found["streamer"] = child
     return found
+
+
+@dataclass(frozen=True)
+class Line:
+    speaker: str
+    text: str
+    start_s: float
+    end_s: float
+
+
+def meld_dialogues(csv_path: Path, count: int, min_words: int = 3, max_lines: int = 8,
+                   skip: int = 0) -> list[list[tuple[str, str]]]:
+    """``count`` MELD dialogues as ``(speaker, sentence)`` turns of their first two speakers
+    (sentences of at least ``min_words`` words; at most ``max_lines`` per dialogue)."""
+    by_dialogue: dict[str, list[tuple[str, str]]] = {}
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            text = row["Utterance"].replace("\u2019", "'").replace("\u2014", " ").strip()
+            by_dialogue.setdefault(row["Dialogue_ID"], []).append((row["Speaker"].strip(), text))
+    out = []
+    for turns in list(by_dialogue.values())[skip:]:
+        speakers = list(dict.fromkeys(s for s, _ in turns))[:2]
+        kept = [(s, t) for s, t in turns if s in speakers and len(words(t)) >= min_words][:max_lines]
+        if len({s for s, _ in kept}) == 2 and len(kept) >= 4:
+            out.append(kept)
+        if len(out) == count:
+            break
+    return out
+
+
+def dialogue_wavs(turns: list[tuple[str, str]], workdir: Path, gap_s: float = 1.5,
+                  lead_s: float = 1.0, tail_s: float = 2.0, min_total_s: float = 0.0,
+                  ) -> tuple[dict[str, Path], list[Line]]:
+    """One WAV per speaker (same length): each speaks their turns in order, silent during
+    the other's; returns the WAVs and where every line is on the shared timeline."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    audio = [(speaker, text, say(text, workdir)) for speaker, text in turns]
+    lines, t = [], lead_s
+    for speaker, text, a in audio:
+        lines.append(Line(speaker, text, t, t + a.size / RATE))
+        t += a.size / RATE + gap_s
+    total = max(t + tail_s, min_total_s)
+    wavs = {}
+    for speaker in dict.fromkeys(s for s, _ in turns):
+        track = np.zeros(int(total * RATE), np.float32)
+        for line, (_, _, a) in zip(lines, audio, strict=True):
+            if line.speaker == speaker:
+                start = int(line.start_s * RATE)
+                track[start:start + a.size] = a
+        safe = "".join(c if c.isalnum() else "_" for c in speaker)
+        wavs[speaker] = write_wav(workdir / f"{safe}.wav", track)
+    return wavs, lines

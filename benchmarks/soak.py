@@ -1,0 +1,195 @@
+"""Soak: calls joining and leaving for ``--minutes`` on the embedded stack -> ``docs/soak.json``.
+
+``python -m benchmarks.soak --minutes 20 [--max-calls 2]``: starts ``deploy.embedded`` on
+free ports and keeps at most ``--max-calls`` two-party calls running (MELD dev dialogues
+spoken by espeak-ng, ``streamer.join`` file clients; a new call starts when one ends,
+both participants leave, one ends the call). Every ``--sample-s`` it samples the RSS and
+open file descriptors of every process of the stack (the supervisor, tansu, redis-server,
+the worker, the streamer) and the gauges (``streamer_active_calls``,
+``streamer_active_participants``, ``cberl_worker_active_calls``, publish backlog).
+
+Checks: after the warm-up (first ``--warmup-fraction`` of the run), RSS and fds of every
+process grow at most 10% (mean of the last three samples vs the first three after
+warm-up); the gauges return to 0 once the calls are over; every transcribed utterance
+has exactly one final label (nothing lost, nothing duplicated); no child was restarted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.faults import ENV, MELD, _post, _wait  # noqa: E402
+from deploy.callcheck import dialogue_wavs, meld_dialogues, score, snapshot, stack_children  # noqa: E402
+from deploy.services import PythonService, free_port  # noqa: E402
+
+GAUGES = ("streamer_active_calls", "streamer_active_participants", "streamer_publish_backlog",
+          "cberl_worker_active_calls")
+
+
+def _gauges(url: str) -> dict[str, float]:
+    values = dict.fromkeys(GAUGES, 0.0)
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        name = line.split("{")[0].split(" ")[0]
+        if name in values:
+            values[name] += float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def _sample(stack: PythonService) -> dict[str, dict[str, int]]:
+    assert stack.pid is not None
+    procs = {"supervisor": psutil.Process(stack.pid), **stack_children(stack.pid)}
+    out = {}
+    for name, proc in procs.items():
+        try:
+            with proc.oneshot():
+                out[name] = {"rss_mb": round(proc.memory_info().rss / 2**20, 1), "fds": proc.num_fds(),
+                             "pid": proc.pid}
+        except psutil.Error:
+            pass
+    return out
+
+
+class Call:
+    def __init__(self, server: str, lines, wavs: dict[str, Path], work: Path, n: int) -> None:
+        self.lines, self.server = lines, server
+        created = _post(f"{server}/v1/calls", {"participants": list(wavs)})
+        self.call_id, self.token = created["call_id"], created["subscriber_token"]
+        self.procs = []
+        for i, p in enumerate(created["participants"]):
+            log = open(work / f"call{n}-{i}.log", "w")  # noqa: SIM115
+            args = [sys.executable, "-m", "streamer.join", "--server", server, "--call", self.call_id,
+                    "--token", p["token"], "--name", p["name"], "--wav", str(wavs[p["name"]]),
+                    "--grace-s", "3" if i else "6"] + ([] if i else ["--end"])
+            self.procs.append(subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                               env={**os.environ, **ENV}))
+
+    def done(self) -> bool:
+        return all(p.poll() is not None for p in self.procs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--max-calls", type=int, default=2)
+    parser.add_argument("--sample-s", type=float, default=30.0)
+    parser.add_argument("--warmup-fraction", type=float, default=0.25)
+    parser.add_argument("--dialogues", type=int, default=6, help="distinct dialogues, reused in turn")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "soak.json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cberl-soak-"))
+    ports = {"port": free_port(), "broker": free_port(), "redis": free_port(), "metrics": free_port()}
+    stack = PythonService("stack", "deploy.embedded",
+                          ["--port", str(ports["port"]), "--broker-port", str(ports["broker"]),
+                           "--redis-port", str(ports["redis"]),
+                           "--worker-metrics-port", str(ports["metrics"]), "--data-dir", str(work / "data")],
+                          ports["port"], "/readyz", work, ENV, startup_timeout_s=240)
+    server = f"http://127.0.0.1:{ports['port']}"
+    made = [dialogue_wavs(t, work / f"d{i}") for i, t in
+            enumerate(meld_dialogues(MELD, args.dialogues, max_lines=6, skip=40))]
+    samples: list[dict[str, Any]] = []
+    finished: list[Call] = []
+    running: list[Call] = []
+    stack.start()
+    t0 = time.monotonic()
+    deadline = t0 + args.minutes * 60
+    next_sample = t0
+    n = 0
+    try:
+        while time.monotonic() < deadline or running:
+            for call in [c for c in running if c.done()]:
+                running.remove(call)
+                finished.append(call)
+            while time.monotonic() < deadline and len(running) < args.max_calls:
+                wavs, lines = made[n % len(made)]
+                running.append(Call(server, lines, wavs, work, n))
+                n += 1
+            if time.monotonic() >= next_sample:
+                samples.append({"t_s": round(time.monotonic() - t0), "procs": _sample(stack),
+                                "gauges": {**_gauges(f"{server}metrics" if server.endswith("/") else
+                                                     f"{server}/metrics"),
+                                           **_gauges(f"http://127.0.0.1:{ports['metrics']}/metrics")},
+                                "calls_started": n})
+                print(json.dumps(samples[-1]), flush=True)
+                next_sample += args.sample_s
+            time.sleep(1)
+        # calls over: let the worker finalise, then the gauges must read 0
+        time.sleep(10)
+        gauges_after = {}
+
+        def zero() -> bool:
+            gauges_after.update(_gauges(f"{server}/metrics"))
+            gauges_after.update(_gauges(f"http://127.0.0.1:{ports['metrics']}/metrics"))
+            return all(gauges_after.get(g, 1) == 0 for g in GAUGES)
+
+        gauges_zero_after_s = _wait(zero, 120, 1.0)
+        samples.append({"t_s": round(time.monotonic() - t0), "procs": _sample(stack), "gauges": gauges_after,
+                        "calls_started": n})
+        lost = duplicated = unlabelled = truths_lost = truths = utterances = 0
+        exits = []
+        for call in finished:
+            snap = snapshot(server, call.call_id, call.token)
+            sc = score(snap, [(ln.speaker, ln.text) for ln in call.lines])
+            duplicated += sc.duplicated
+            unlabelled += sc.unlabelled
+            truths_lost += sc.lost
+            truths += sc.truths
+            utterances += sc.utterances
+            exits += [p.returncode for p in call.procs]
+        lost = unlabelled
+        status = json.loads((work / "data" / "status.json").read_text())
+    finally:
+        stack.stop(timeout_s=60)
+
+    warm = [s for s in samples[:-1] if s["t_s"] >= args.warmup_fraction * args.minutes * 60]
+    growth: dict[str, dict[str, Any]] = {}
+    for name in samples[0]["procs"]:
+        row: dict[str, Any] = {}
+        for metric in ("rss_mb", "fds"):
+            series = [s["procs"][name][metric] for s in warm if name in s["procs"]]
+            if len(series) < 2:
+                continue
+            first = sum(series[:3]) / len(series[:3])
+            last = sum(series[-3:]) / len(series[-3:])
+            row[metric] = {"after_warmup": round(first, 1), "end": round(last, 1),
+                           "max": max(series),
+                           "growth_pct": round(100 * (last - first) / max(first, 1e-9), 1)}
+        growth[name] = row
+    flat = all(m["growth_pct"] <= 10.0 for r in growth.values() for m in r.values())
+    report = {
+        "command": "python -m benchmarks.soak " + " ".join(sys.argv[1:]),
+        "machine": f"{os.cpu_count()} CPU cores, shared with other work",
+        "minutes": args.minutes, "max_concurrent_calls": args.max_calls, "calls": len(finished),
+        "client_failures": sum(1 for e in exits if e != 0),
+        "utterances": utterances, "final_labels_lost": lost, "final_labels_duplicated": duplicated,
+        "truth_lines": truths, "truth_lines_not_recognised": truths_lost,
+        "restarts": {k: v["restarts"] for k, v in status.items()},
+        "gauges_after": gauges_after, "gauges_zero_after_s": gauges_zero_after_s,
+        "growth_after_warmup": growth, "flat_within_10pct": flat,
+        "samples": samples,
+    }
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
