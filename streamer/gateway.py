@@ -52,6 +52,7 @@ from contracts.call_stream import call_key
 from contracts.events import UtteranceEvent
 from streamer.analyzer import SegmentAnalyzer
 from streamer.calls import Call, CallRegistry, CallStore, Participant, new_call, new_call_id
+from streamer.capacity import Capacity
 from streamer.datachannel import CHANNEL_LABEL, push_emotions
 from streamer.ice import restrict_host_addresses, rtc_configuration
 from streamer.limits import (
@@ -88,6 +89,7 @@ SUB_REDIS = web.AppKey("sub_redis", aioredis.Redis)
 LIMITER = web.AppKey("limiter", SubscriptionLimiter)
 HOSTS = web.AppKey("hosts", frozenset)
 HOUSEKEEPING = web.AppKey("housekeeping", asyncio.Task)
+CAPACITY = web.AppKey("capacity", Capacity)
 _HOST_EXEMPT = frozenset({"/healthz", "/readyz"})
 """Probes reach the gateway by whatever address the platform uses."""
 TRANSCRIPTS = web.AppKey("transcripts", TranscriptWriter)
@@ -217,6 +219,7 @@ async def create_call(request: web.Request) -> web.Response:
     check_api_key(settings, request.headers)
     body = await _body(request)
     names = check_new_call(settings, app[CALLS], body.get("participants", []))
+    app[CAPACITY].admit(max(len(names), 1))  # 503 + Retry-After beyond capacity
     call_id = new_call_id()
     await _mark_call(app, call_id)
     call = app[CALLS].add(new_call(call_id, app[PUBLISHER].publish, app[CALL_STORE]))
@@ -251,6 +254,8 @@ async def join(request: web.Request) -> web.Response:
         raise ApiError(400, str(exc)) from exc
     assert claims.speaker_id is not None
     check_join(request.app[SETTINGS], call.participants, claims.speaker_id)
+    if claims.speaker_id not in call.participants:  # a reconnect is always admitted
+        request.app[CAPACITY].admit(1)
     participant = _new_participant(request.app, call, claims)
     pc = participant.pc
     try:
@@ -275,7 +280,8 @@ def _new_participant(app: web.Application, call: Call, claims: TokenClaims) -> P
     speaker = Speaker(call.call_id, claims.speaker_id, claims.speaker_name or claims.speaker_id)
     vad = VadParams(threshold=settings.vad_threshold, min_silence_ms=settings.vad_min_silence_ms,
                     min_speech_ms=settings.vad_min_speech_ms, speech_pad_ms=settings.vad_speech_pad_ms,
-                    max_utterance_s=settings.max_utterance_s)
+                    max_utterance_s=settings.max_utterance_s,
+                    turn_silence_ms=settings.turn_pause_ms if settings.utterance_unit == "turn" else None)
     pipeline = ParticipantPipeline(speaker, call.sequencer, app[ANALYZER], app[METRICS],
                                    call.media_offset_ms, vad, settings.video_sample_fps)
     pc = RTCPeerConnection(rtc_configuration())
@@ -384,6 +390,7 @@ async def readyz(request: web.Request) -> web.Response:
         checks["redis"] = "ok"
     except (RedisError, OSError, TimeoutError) as exc:
         checks["redis"] = f"redis {app[SETTINGS].masked()['redis_url']} unreachable: {exc!r}"
+    checks["capacity"] = app[CAPACITY].check()
     ready = all(v == "ok" for v in checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
@@ -402,6 +409,7 @@ def create_app(settings: StreamerSettings, analyzer: SegmentAnalyzer) -> web.App
     app[METRICS] = metrics_
     app[CALLS] = CallRegistry(metrics_)
     app[ANALYZER] = analyzer
+    app[CAPACITY] = Capacity(analyzer, settings, metrics_)
     app[HOSTS] = allowed_hosts(settings)
     app[LIMITER] = SubscriptionLimiter(settings)
     app[REDIS] = aioredis.Redis.from_url(str(settings.redis_url), socket_connect_timeout=2.0,
@@ -438,6 +446,7 @@ def create_app(settings: StreamerSettings, analyzer: SegmentAnalyzer) -> web.App
 
 async def _on_startup(app: web.Application) -> None:
     app[PUBLISHER].start()
+    app[CAPACITY].start()
     app[HOUSEKEEPING] = asyncio.create_task(_housekeeping(app), name="call-housekeeping")
 
 
@@ -474,6 +483,7 @@ async def _on_shutdown(app: web.Application) -> None:
     within ``shutdown_grace_s``."""
     grace_s = app[SETTINGS].shutdown_grace_s
     deadline = time.monotonic() + grace_s
+    await app[CAPACITY].stop()
     task = app.get(HOUSEKEEPING)
     if task is not None:
         task.cancel()

@@ -41,3 +41,20 @@ class StreamerMetrics:
         self.publish_failed = Counter("streamer_publish_failed_total",
                                       "Events that could not be serialized or sent (skipped)",
                                       registry=r)
+        # -- ASR load and admission (streamer/analyzer.py, streamer/capacity.py) ---------
+        self.asr_backlog = Gauge("streamer_asr_backlog_seconds",
+                                 "Seconds of audio queued for ASR or being transcribed", registry=r)
+        self.loop_lag = Gauge("streamer_event_loop_lag_seconds",
+                              "Worst delay of a 100 ms event-loop timer over the last 2 s", registry=r)
+        self.asr_utilization = Gauge("streamer_asr_utilization",
+                                     "Busy share of the ASR thread over the last 10 s", registry=r)
+        self.admission_refused = Counter("streamer_admission_refused_total",
+                                         "New calls and joins refused at capacity (503)", ["reason"],
+                                         registry=r)
+        self.asr_degraded = Gauge("streamer_asr_degraded",
+                                  "1 while ASR runs degraded (shorter window) for its backlog", registry=r)
+        self.asr_degraded_segments = Counter(
+            "streamer_asr_degraded_segments_total",
+            "Segments transcribed degraded (shorter encoder window) because of the backlog", registry=r)
+        self.asr_batch_size = Histogram("streamer_asr_batch_size", "Segments per Whisper call",
+                                        buckets=(1, 2, 4, 8, 16, 32), registry=r)

@@ -5,6 +5,10 @@ The async adapter around the pure stages (:class:`~streamer.audio.AudioDecoder`,
 recognition), names them and cancels them. The audio loop runs until the track ends
 (``MediaStreamError``: the participant left, hung up or the connection failed); whatever
 speech is open then is flushed as a final segment, not lost.
+
+Turn mode (``VadParams.turn_silence_ms``): the participants of a call share a
+:class:`Floor`; when one starts talking, the others' endpointers yield the floor
+(:meth:`streamer.vad.Endpointer.yield_floor`), which ends their open turn at its pause.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -22,16 +27,46 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from cberl_model.features.media import SAMPLE_RATE
 from contracts.clock import now_ms
 from contracts.events import ModalityFeatures, UtteranceEvent
+from streamer.analyzer import AnalyzedSegment, SegmentAnalyzer
 from streamer.audio import AudioDecoder
 from streamer.frames import SpeechSegment
 from streamer.metrics import StreamerMetrics
-from streamer.analyzer import AnalyzedSegment, SegmentAnalyzer
 from streamer.sequencer import CallSequencer, EventFactory
 from streamer.vad import Endpointer, VadParams
 
 log = logging.getLogger(__name__)
 
 _FRAMES_PER_20MS = SAMPLE_RATE // 50
+
+
+class Floor:
+    """Who is in one call's conversation (turn mode): speech onsets are told to the others."""
+
+    def __init__(self) -> None:
+        self._members: weakref.WeakSet[ParticipantPipeline] = weakref.WeakSet()
+
+    def join(self, pipeline: ParticipantPipeline) -> None:
+        self._members.add(pipeline)
+
+    def leave(self, pipeline: ParticipantPipeline) -> None:
+        self._members.discard(pipeline)
+
+    def speech_started(self, speaker: ParticipantPipeline, arrival_ms: int) -> None:
+        for other in list(self._members):
+            if other is not speaker and other.speaker.speaker_id != speaker.speaker.speaker_id:
+                other.yield_floor(arrival_ms)
+
+
+_FLOORS: weakref.WeakKeyDictionary[CallSequencer, Floor] = weakref.WeakKeyDictionary()
+"""One floor per call, keyed by the call's sequencer (lives as long as the call)."""
+
+
+def floor_of(sequencer: CallSequencer) -> Floor:
+    """The call's :class:`Floor` (made on first use)."""
+    floor = _FLOORS.get(sequencer)
+    if floor is None:
+        floor = _FLOORS[sequencer] = Floor()
+    return floor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +100,7 @@ class ParticipantPipeline:
         self._metrics = metrics
         self._media_offset = media_offset_ms
         self._endpointer = Endpointer(vad)
+        self._floor = floor_of(sequencer) if vad.turn_silence_ms is not None else None
         self._video_fps = video_fps
         self._max_frames = max(int(video_fps * vad.max_utterance_s), 1)
         self._frames: list[np.ndarray] = []
@@ -99,8 +135,17 @@ class ParticipantPipeline:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def yield_floor(self, arrival_ms: int) -> None:
+        """Another participant started talking: end this one's open turn at its pause."""
+        segment = self._endpointer.yield_floor(arrival_ms)
+        if segment is not None:
+            self._submit(segment)
+
     async def _consume_audio(self, track: MediaStreamTrack) -> None:
         decoder = AudioDecoder()
+        self._analyzer.stream_opened()
+        if self._floor is not None:
+            self._floor.join(self)
         try:
             while True:
                 frame = await track.recv()
@@ -112,11 +157,17 @@ class ParticipantPipeline:
                     self.offset_ms = self._media_offset(arrival_ms)
                 if chunk.gap_samples:
                     self._metrics.dropped_audio_frames.inc(chunk.gap_samples / _FRAMES_PER_20MS)
+                starts = self._endpointer.speech_starts
                 for segment in self._endpointer.feed(chunk.samples, arrival_ms):
                     self._submit(segment)
+                if self._floor is not None and self._endpointer.speech_starts != starts:
+                    self._floor.speech_started(self, arrival_ms)
         except MediaStreamError:
             log.info("audio of %s in call %s ended", self.speaker.speaker_id, self.speaker.call_id)
         finally:
+            self._analyzer.stream_closed()
+            if self._floor is not None:
+                self._floor.leave(self)
             segment = self._endpointer.finish(now_ms())
             if segment is not None:
                 self._submit(segment)
@@ -155,6 +206,9 @@ class ParticipantPipeline:
         transcript = analyzed.transcript
         if transcript.duration_s > 0:
             self._metrics.asr_rtf.observe(transcript.compute_s / transcript.duration_s)
+        self._metrics.asr_batch_size.observe(analyzed.batch_size)
+        if analyzed.degraded:
+            self._metrics.asr_degraded_segments.inc()
         if analyzed.discarded:
             self._metrics.utterances.labels(outcome="no_speech").inc()
             slot.set_result(None)

@@ -29,7 +29,30 @@ class StreamerSettings(SharedSettings):
     whisper_model: str = DEFAULT_WHISPER_MODEL
     whisper_device: str = "auto"
     whisper_beam_size: int = Field(default=1, ge=1)
-    asr_threads: int = Field(default=1, ge=1)
+    asr_threads: int = Field(default=1, ge=1, description="unused: one ASR thread per process "
+                                                           "(streamer/analyzer.py); kept for old configs")
+    # -- ASR cost and capacity (streamer/asr.py, streamer/analyzer.py, streamer/capacity.py) --
+    asr_window_s: float = Field(default=10.0, ge=5.0, le=30.0,
+                                description="Whisper encoder window; 30 = faster-whisper's own padding")
+    asr_max_batch: int = Field(default=0, ge=0, description="segments per Whisper call; 0: auto "
+                                                            "(4 on a CPU, 16 on CUDA)")
+    asr_degrade_backlog_s: float = Field(default=8.0, gt=0,
+                                         description="ASR backlog (s of audio) above which ASR degrades")
+    asr_degrade_window_s: float | None = Field(
+        default=None, ge=5.0, le=30.0,
+        description="encoder window while degraded; unset: keep asr_window_s (tiny.en breaks below 10 s)")
+    utterance_unit: str = Field(default="segment", pattern="^(segment|turn)$",
+                                description="segment: every VAD segment; turn: a speaker's segments "
+                                            "until another speaks or turn_pause_ms of silence")
+    turn_pause_ms: int = Field(default=700, ge=100, description="silence that ends a turn")
+    capacity_max_backlog_s: float = Field(default=3.0, gt=0,
+                                          description="new calls/joins refused above this ASR backlog")
+    capacity_max_loop_lag_ms: float = Field(default=150.0, gt=0,
+                                            description="new calls/joins refused above this event-loop lag")
+    capacity_max_asr_utilization: float = Field(
+        default=0.7, gt=0, le=1.0, description="refused when the ASR thread's busy share (last "
+                                               "seconds), projected with one more participant, exceeds this")
+    capacity_retry_after_s: int = Field(default=15, ge=1, description="Retry-After of a refusal")
     max_no_speech_prob: float = Field(default=0.6, ge=0.0, le=1.0)
     vad_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     vad_min_silence_ms: int = Field(default=250, ge=32)

@@ -17,6 +17,11 @@ Rules (silero's, made streaming):
 - at ``max_utterance_s`` the segment is split at its quietest block in the last half, and
   the rest carries on as the next segment;
 - :meth:`Endpointer.finish` flushes a segment still open (hang-up mid-sentence).
+
+**Turns** (``turn_silence_ms`` set, ``CBERL_UTTERANCE_UNIT=turn``): a segment ends after
+``turn_silence_ms`` of silence instead, or after ``min_silence_ms`` once another
+participant of the call has started talking (:meth:`Endpointer.yield_floor`, called by
+the pipeline): one speaker's pauses inside a turn no longer split it.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class VadParams:
     min_speech_ms: int = 150
     speech_pad_ms: int = 100
     max_utterance_s: float = 15.0
+    turn_silence_ms: int | None = None
+    """Turn mode: the silence that ends a turn while nobody else talks (``None``: segments)."""
 
 
 class SileroStream:
@@ -88,6 +95,11 @@ class Endpointer:
         self._last_arrival_ms = 0
         self._pad = params.speech_pad_ms * SAMPLE_RATE // 1000
         self._min_silence = params.min_silence_ms * SAMPLE_RATE // 1000
+        self._turn_silence = (params.turn_silence_ms * SAMPLE_RATE // 1000
+                              if params.turn_silence_ms is not None else None)
+        self._floor_taken = False                 # turn mode: another participant started talking
+        self.speech_starts = 0
+        """Segments opened so far (the pipeline tells the call's other participants)."""
         self._min_speech = params.min_speech_ms * SAMPLE_RATE // 1000
         self._max_len = int(params.max_utterance_s * SAMPLE_RATE)
         self._neg_threshold = max(params.threshold - 0.15, 0.01)
@@ -133,6 +145,8 @@ class Endpointer:
                 self._speech_start = block_start
                 self._probs = [prob]
                 self._silence_start = None
+                self._floor_taken = False
+                self.speech_starts += 1
             else:
                 self._trim_preroll()
             return None
@@ -141,10 +155,25 @@ class Endpointer:
             self._silence_start = None
         elif prob < self._neg_threshold and self._silence_start is None:
             self._silence_start = block_start
-        if self._silence_start is not None and self._position - self._silence_start >= self._min_silence:
+        if self._silence_start is not None and self._position - self._silence_start >= self._silence_needed():
             return self._close(self._silence_start, "silence")
         if self._position - self._speech_start >= self._max_len:
             return self._close(self._split_point(), "max_length")
+        return None
+
+    def _silence_needed(self) -> int:
+        if self._turn_silence is None or self._floor_taken:
+            return self._min_silence
+        return self._turn_silence
+
+    def yield_floor(self, arrival_ms: int) -> SpeechSegment | None:
+        """Turn mode: another participant started talking. Close the open turn now if its
+        speaker has been silent for ``min_silence_ms``, else at the next such pause."""
+        if self._turn_silence is None or self._speech_start is None:
+            return None
+        self._floor_taken = True
+        if self._silence_start is not None and self._position - self._silence_start >= self._min_silence:
+            return self._close(self._silence_start, "turn")
         return None
 
     def _split_point(self) -> int:
