@@ -50,6 +50,7 @@ WS_TOKEN_EXPIRED = 4001
 _BLOCK_MS = 1000
 _RETRY_S = 1.0
 _KEEPALIVE_S = 15.0
+_GONE_CHECK_S = 1.0  # how often a silent stream checks that its subscriber is still there
 
 
 @dataclass(frozen=True)
@@ -151,19 +152,23 @@ async def _server_sent_events(request: web.Request, items: AsyncIterator[StreamI
                                            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     await response.prepare(request)
     pending: asyncio.Task[StreamItem] | None = None
+    last_write_s = time.monotonic()
     try:
         while True:
             left_s = _left_s(expires_at_s)
             if left_s <= 0:
                 await response.write(b'event: end\ndata: {"reason": "token expired"}\n\n')
                 break
+            if request.transport is None or request.transport.is_closing():
+                break  # the subscriber went away: free its slot and its Redis reader now
             pending = pending or asyncio.ensure_future(anext(items))
-            done, _ = await asyncio.wait({pending}, timeout=min(_KEEPALIVE_S, left_s))
-            if not done and _left_s(expires_at_s) <= 0:
+            done, _ = await asyncio.wait({pending}, timeout=min(_GONE_CHECK_S, left_s))
+            if not done:
+                if time.monotonic() - last_write_s >= _KEEPALIVE_S:
+                    await response.write(b": keepalive\n\n")  # proxies drop silent connections
+                    last_write_s = time.monotonic()
                 continue
-            if not done:  # proxies drop silent connections; a comment line keeps it open
-                await response.write(b": keepalive\n\n")
-                continue
+            last_write_s = time.monotonic()
             try:
                 item = pending.result()
             except StopAsyncIteration:

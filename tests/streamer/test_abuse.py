@@ -4,20 +4,28 @@ exact status and message, never a 500, and nothing is registered by a refused re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from aiortc import RTCPeerConnection
 from yarl import URL
 
-from streamer.gateway import CALLS
+from contracts.call_stream import call_key
+from streamer.gateway import CALLS, LIMITER, METRICS, PUBLISHER, REDIS, SUB_REDIS
+from streamer.settings import StreamerSettings
+from streamer.subscriptions import WS_TOKEN_EXPIRED
 from streamer.tokens import issue_token
-from tests.streamer.conftest import Gateway
+from tests.kafka import read_call
+from tests.streamer.conftest import Gateway, gateway_settings, run_gateway
+from tests.waiting import async_wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -222,3 +230,174 @@ async def test_a_refused_creation_registers_nothing(ctx: Ctx) -> None:
     status, body = await ctx.gateway.post("/v1/calls", {"participants": ["ann", "bob", ""]})
     assert (status, body) == (400, {"error": NAME_RULE + "''"})
     assert set(c.call_id for c in ctx.gateway.app[CALLS]) == before
+
+
+# -- limits and lifetimes, each on a gateway with small settings ------------------------
+
+def _settings(tansu_broker, redis_server, **overrides: object) -> StreamerSettings:
+    return gateway_settings(tansu_broker, redis_server, **overrides)
+
+
+async def _status(session: aiohttp.ClientSession, method: str, url: str, **kwargs: object
+                  ) -> tuple[int, dict, dict[str, str]]:
+    async with session.request(method, url, **kwargs) as response:
+        return response.status, await response.json(content_type=None), dict(response.headers)
+
+
+async def test_api_key_guards_call_creation(tansu_broker, redis_server, analyzer) -> None:
+    settings = _settings(tansu_broker, redis_server, api_key="k-secret-1")
+    async with run_gateway(settings, analyzer) as gw, aiohttp.ClientSession() as session:
+        url = gw.url + "/v1/calls"
+        status, body, _ = await _status(session, "POST", url, json={})
+        assert (status, body) == (401, {"error": "creating a call needs the API key ('Authorization: "
+                                                  "Bearer <key>' or 'X-API-Key: <key>')"})
+        status, body, _ = await _status(session, "POST", url, json={}, headers={"X-API-Key": "wrong"})
+        assert (status, body) == (401, {"error": "invalid API key"})
+        status, body, _ = await _status(session, "POST", url, json={},
+                                        headers={"Authorization": "Bearer k-secret-\u00e9"})
+        assert (status, body) == (401, {"error": "invalid API key"})
+        assert len(gw.app[CALLS]) == 0
+        for headers in ({"X-API-Key": "k-secret-1"}, {"Authorization": "Bearer k-secret-1"}):
+            status, body, _ = await _status(session, "POST", url, json={}, headers=headers)
+            assert status == 201 and set(body) == {"call_id", "participants", "subscriber_token",
+                                                   "invite_token"}
+
+
+async def test_calls_and_participants_are_capped(tansu_broker, redis_server, analyzer) -> None:
+    settings = _settings(tansu_broker, redis_server, max_active_calls=2, max_participants_per_call=1)
+    async with run_gateway(settings, analyzer) as gw, aiohttp.ClientSession() as session:
+        url = gw.url + "/v1/calls"
+        status, call, _ = await _status(session, "POST", url, json={"participants": ["ann"]})
+        assert status == 201
+        status, body, _ = await _status(session, "POST", url, json={"participants": ["ann", "bob"]})
+        assert (status, body) == (400, {"error": "too many participants: 2; a call has at most 1"})
+        assert (await _status(session, "POST", url, json={}))[0] == 201
+        status, body, headers = await _status(session, "POST", url, json={})
+        assert (status, body, headers["Retry-After"]) == (
+            503, {"error": "at capacity: 2 active calls (at most 2); retry later"}, "30")
+        assert len(gw.app[CALLS]) == 2
+
+        join = f"{gw.url}/v1/calls/{call['call_id']}/join"
+        status, answer, _ = await _status(session, "POST", join, json={
+            "sdp": await _offer(), "type": "offer", "token": call["participants"][0]["token"]})
+        assert status == 200, answer
+        status, bob, _ = await _status(session, "POST", f"{gw.url}/v1/calls/{call['call_id']}/participants",
+                                       json={"name": "bob", "token": call["invite_token"]})
+        status, body, headers = await _status(session, "POST", join, json={
+            "sdp": await _offer(), "type": "offer", "token": bob["token"]})
+        assert (status, body, headers["Retry-After"]) == (
+            503, {"error": "the call is full: 1 participants (at most 1); retry later"}, "30")
+
+
+
+def _participants_gauge(gw: Gateway) -> float | None:
+    return gw.app[METRICS].registry.get_sample_value("streamer_active_participants")
+
+
+async def test_subscriptions_are_capped_and_read_on_their_own_pool(
+        tansu_broker, redis_server, analyzer) -> None:
+    """H2: streams of one call cannot take the write path's Redis connections."""
+    settings = _settings(tansu_broker, redis_server, max_subscriptions_per_call=2,
+                         max_subscriptions_per_client=4, max_subscriptions=10)
+    async with run_gateway(settings, analyzer) as gw, aiohttp.ClientSession() as session:
+        assert gw.app[SUB_REDIS].connection_pool is not gw.app[REDIS].connection_pool
+        await async_wait_until(lambda: gw.app[PUBLISHER].ready, 30, message="the broker never connected")
+        token = {c: issue_token(settings.secret(), c, "subscriber", 60) for c in ("ca", "cb", "cc", "cd")}
+        url = lambda c, q="": f"{gw.url}/v1/calls/{c}/emotions?token={token[c]}{q}"  # noqa: E731
+        held = [await session.get(url("ca")), await session.get(url("ca")), await session.get(url("cb"))]
+        assert [r.status for r in held] == [200, 200, 200]
+        status, body, headers = await _status(session, "GET", url("ca"))
+        assert (status, body, headers["Retry-After"]) == (
+            429, {"error": "too many open subscriptions of call 'ca': 2 (at most 2)"}, "30")
+        # another call's replay and readiness are served at once while those streams are open
+        async with asyncio.timeout(5):
+            status, text = await _text(session, url("cd", "&follow=false"))
+            assert (status, text) == (200, "")
+            status, ready, _ = await _status(session, "GET", gw.url + "/readyz")
+        assert status == 200 and ready["checks"]["redis"] == "ok"
+        held.append(await session.get(url("cc")))
+        status, body, _ = await _status(session, "GET", url("cc"))
+        assert (status, body) == (
+            429, {"error": "too many open subscriptions from this client: 4 (at most 4)"})
+        for response in held:
+            response.close()
+        await async_wait_until(lambda: gw.app[LIMITER].total == 0, 10,
+                               message="closed streams still counted")
+        async with session.get(url("ca")) as response:
+            assert response.status == 200
+
+
+async def _text(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_streams_end_when_their_token_expires(gateway: Gateway) -> None:
+    token = issue_token(gateway.settings.secret(), "c-exp", "subscriber", 2)
+    url = f"{gateway.url}/v1/calls/c-exp/emotions?token={token}"
+    async with aiohttp.ClientSession() as session:
+        async with asyncio.timeout(10):
+            status, text = await _text(session, url)
+        assert (status, text) == (200, 'event: end\ndata: {"reason": "token expired"}\n\n')
+        token = issue_token(gateway.settings.secret(), "c-exp", "subscriber", 2)
+        async with asyncio.timeout(10), session.ws_connect(
+                f"{gateway.url}/v1/calls/c-exp/emotions?token={token}") as ws:
+            message = await ws.receive()
+        assert (message.type, ws.close_code, message.extra) == (
+            aiohttp.WSMsgType.CLOSE, WS_TOKEN_EXPIRED, "token expired")
+
+
+async def test_a_call_without_participants_ends_by_itself(tansu_broker, redis_server, analyzer) -> None:
+    """H5: an idle call ends as if a participant ended it (CallEnded on the topic)."""
+    settings = _settings(tansu_broker, redis_server, call_idle_timeout_s=1.0)
+    async with run_gateway(settings, analyzer) as gw:
+        status, call = await gw.post("/v1/calls", {"participants": ["ann"]})
+        assert status == 201
+        await async_wait_until(lambda: gw.app[CALLS].get(call["call_id"]) is None, 15,
+                               message="the idle call was never ended")
+        status, body = await gw.get(f"/v1/calls/{call['call_id']}", call["subscriber_token"])
+        assert (status, body) == (404, {"error": f"unknown call {call['call_id']!r} (never created, "
+                                                  "or already ended)"})
+        _, ended = await read_call(settings.broker_bootstrap_servers, call["call_id"], timeout_s=30)
+    assert ended is not None and ended.last_seq == -1
+
+
+async def test_a_peer_that_never_connects_is_hung_up(tansu_broker, redis_server, analyzer) -> None:
+    """H5: an offer whose ICE never completes holds no socket for ever; the gauge follows."""
+    settings = _settings(tansu_broker, redis_server, connect_timeout_s=1.0)
+    async with run_gateway(settings, analyzer) as gw:
+        status, call = await gw.post("/v1/calls", {"participants": ["ann"]})
+        call_id, token = call["call_id"], call["participants"][0]["token"]
+        status, answer = await gw.post(f"/v1/calls/{call_id}/join",
+                                       {"sdp": await _offer(), "type": "offer", "token": token})
+        assert status == 200, answer
+        assert len(gw.app[CALLS].get(call_id).participants) == 1 and _participants_gauge(gw) == 1
+        pc = gw.app[CALLS].get(call_id).participants[answer["speaker_id"]].pc
+        await async_wait_until(lambda: not gw.app[CALLS].get(call_id).participants, 15,
+                               message="the unconnected participant was never hung up")
+        assert _participants_gauge(gw) == 0 and pc.connectionState == "closed"
+
+
+async def test_a_reconnect_is_fast_and_the_gauge_exact(gateway: Gateway) -> None:
+    status, call = await gateway.post("/v1/calls", {"participants": ["ann"]})
+    call_id, token = call["call_id"], call["participants"][0]["token"]
+    join = f"/v1/calls/{call_id}/join"
+    for _ in range(3):
+        started = time.monotonic()
+        status, answer = await gateway.post(join, {"sdp": await _offer(), "type": "offer", "token": token})
+        assert status == 200, answer
+        assert time.monotonic() - started < 3.0, "a reconnect waited for the old connection"
+        assert _participants_gauge(gateway) == 1
+    status, left = await gateway.post(f"/v1/calls/{call_id}/leave", {"token": token})
+    assert (status, left["left"], _participants_gauge(gateway)) == (200, True, 0)
+
+
+async def test_a_created_call_has_its_key_in_redis(gateway: Gateway, redis_server) -> None:
+    status, call = await gateway.post("/v1/calls", {})
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        key = call_key(call["call_id"])
+        value, ttl_s = await client.get(key), await client.ttl(key)
+    finally:
+        await client.aclose()
+    assert status == 201 and value == b"1" and 0 < ttl_s <= gateway.settings.call_stream_ttl_s
