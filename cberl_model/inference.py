@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -89,6 +91,25 @@ class CallState:
             } for n in self.nodes],
         }
 
+    def to_bytes(self) -> bytes:
+        """The compact binary form: a versioned header, then every vector as float32.
+
+        Layout: ``b"CBST"``, a version byte, the header's length (uint32 LE), the header
+        (JSON: call id, ``next_seq``, ``ended``, per node its id, seq, speaker, revision,
+        final and the dimension of each modality), then the vectors, little-endian float32,
+        node by node in header order. About ``4 * dim`` bytes per node plus ~60 of header.
+        """
+        return state_to_bytes(self)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | memoryview) -> CallState:
+        """Inverse of :meth:`to_bytes`.
+
+        Raises:
+            ValueError: If ``raw`` is not a binary state this code wrote (corrupt or foreign).
+        """
+        return state_from_bytes(raw)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallState:
         """Inverse of :meth:`to_dict`; also reads the form written before the renames.
@@ -116,6 +137,62 @@ class CallState:
         ) for n in data["nodes"]]
         return cls(call_id=data["call_id"], next_seq=_renamed(data, "next_seq", "count"),
                    nodes=nodes, ended=data["ended"])
+
+
+STATE_MAGIC = b"CBST"
+STATE_VERSION = 1
+_HEAD = struct.Struct("<4sBI")  # magic, version, header length
+
+
+def _binary_state_error(why: str) -> ValueError:
+    return ValueError(f"invalid call state: {why}")
+
+
+def state_to_bytes(state: CallState) -> bytes:
+    """The compact binary form of ``state`` (see :meth:`CallState.to_bytes`)."""
+    header = json.dumps({
+        "call_id": state.call_id, "next_seq": state.next_seq, "ended": state.ended,
+        "nodes": [[n.utterance_id, n.seq, n.speaker_id, n.revision, n.final,
+                   {m: int(v.size) for m, v in n.features.items()}] for n in state.nodes],
+    }, separators=(",", ":")).encode()
+    vectors = [np.asarray(v, dtype="<f4").ravel() for n in state.nodes for v in n.features.values()]
+    blob = np.concatenate(vectors).tobytes() if vectors else b""
+    return _HEAD.pack(STATE_MAGIC, STATE_VERSION, len(header)) + header + blob
+
+
+def state_from_bytes(raw: bytes | memoryview) -> CallState:
+    """Inverse of :func:`state_to_bytes`.
+
+    Raises:
+        ValueError: If ``raw`` is not a binary state this code wrote (corrupt or foreign).
+    """
+    raw = memoryview(raw)
+    if len(raw) < _HEAD.size:
+        raise _binary_state_error(f"{len(raw)} bytes, shorter than the header")
+    magic, version, size = _HEAD.unpack_from(raw)
+    if magic != STATE_MAGIC:
+        raise _binary_state_error(f"magic {bytes(magic)!r}, expected {STATE_MAGIC!r}")
+    if version != STATE_VERSION:
+        raise _binary_state_error(f"layout version {version}, this code reads {STATE_VERSION}")
+    try:
+        head = json.loads(bytes(raw[_HEAD.size:_HEAD.size + size]))
+        floats = np.frombuffer(raw[_HEAD.size + size:], dtype="<f4").astype(np.float32)
+        nodes, at = [], 0
+        for utterance_id, seq, speaker_id, revision, final, dims in head["nodes"]:
+            features = {}
+            for m, dim in dims.items():
+                if at + dim > floats.size:
+                    raise ValueError("the vectors are truncated")
+                features[str(m)] = floats[at:at + dim]
+                at += dim
+            nodes.append(NodeState(str(utterance_id), int(seq), str(speaker_id), features,
+                                   int(revision), bool(final)))
+        if at != floats.size:
+            raise ValueError(f"{floats.size - at} floats left over after the last node")
+        return CallState(call_id=str(head["call_id"]), next_seq=int(head["next_seq"]), nodes=nodes,
+                         ended=bool(head["ended"]))
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise _binary_state_error(f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -231,15 +308,24 @@ class EmotionRecognizer:
         """Add one utterance; returns the new state and the labels to emit."""
         return self.add_utterances([(state, utterance)])[0]
 
-    def add_utterances(self, items: Sequence[tuple[CallState, UtteranceInput]]
+    def add_utterances(self, items: Sequence[tuple[CallState, UtteranceInput]],
+                       featurized: Sequence[dict[str, np.ndarray]] | None = None,
                        ) -> list[tuple[CallState, list[LabelUpdate]]]:
         """Add one utterance to each of several calls, in one batched forward pass.
 
         This is what a worker calls on a micro-batch of events. A call may appear more than
         once; its utterances are applied in order. An utterance id the state already holds
         is ignored (idempotent redelivery), as is anything added after the call ended.
+
+        Args:
+            items: ``(state, utterance)`` pairs.
+            featurized: What :meth:`featurize` returned for these utterances, when the
+                caller already validated them (a worker does, to reject one bad record
+                alone); then the utterances' own ``features`` and ``text`` are not read.
         """
-        features = self.featurize([u for _, u in items])
+        if featurized is not None and len(featurized) != len(items):
+            raise ValueError(f"{len(featurized)} featurized vectors for {len(items)} utterances")
+        features = list(featurized) if featurized is not None else self.featurize([u for _, u in items])
         results: list[tuple[CallState, list[LabelUpdate]] | None] = [None] * len(items)
         latest: dict[str, CallState] = {}
         pending = list(range(len(items)))

@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Sequence
 import faust
 from faust.types import EventT
 
-from contracts.events import EmotionEvent
 from workers.dead_letter import DeadLetter, Incoming
 from workers.metrics import WorkerMetrics
 from workers.processor import BatchProcessor
 from workers.settings import WorkerSettings
+from workers.state import Emitted
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,8 @@ class TopicSink:
         self.emotions = emotions
         self.dead_letters = dead_letters
 
-    async def publish(self, events: Sequence[EmotionEvent]) -> None:
-        pending = [await self.emotions.send(key=e.call_id.encode(), value=e.model_dump_json().encode())
-                   for e in events]
+    async def publish(self, events: Sequence[Emitted]) -> None:
+        pending = [await self.emotions.send(key=e.call_id.encode(), value=e.value) for e in events]
         await _delivered(pending)
 
     async def dead_letter(self, letters: Sequence[tuple[Incoming, DeadLetter]]) -> None:
@@ -92,14 +91,22 @@ async def _finish(processor: BatchProcessor, batch: list[Incoming]) -> None:
 
 
 async def _guarded(processor: BatchProcessor, batch: list[Incoming]) -> None:
-    """An unexpected error dead-letters the batch (with the error) rather than kill the agent."""
+    """An unexpected error dead-letters the batch (with the error) rather than kill the agent.
+
+    Dead letters are bounded (:meth:`DeadLetter.of`), so sending them fits the producer's
+    limits; should that still fail, the failure is logged and the agent goes on.
+    """
     try:
         await processor.process(batch)
     except Exception as exc:
         log.exception("micro-batch of %d records failed; dead-lettering it", len(batch))
         letters = [(r, DeadLetter.of(r, "processing_error", f"{type(exc).__name__}: {exc}")) for r in batch]
         processor.metrics.dead_lettered.labels(reason="processing_error").inc(len(letters))
-        await processor.sink.dead_letter(letters)
+        try:
+            await processor.sink.dead_letter(letters)
+        except Exception:
+            log.exception("could not dead-letter the failed micro-batch of %d records (offsets "
+                          "%s); they are skipped", len(batch), [(r.partition, r.offset) for r in batch])
 
 
 def _incoming(event: EventT) -> Incoming:
@@ -107,4 +114,14 @@ def _incoming(event: EventT) -> Incoming:
     value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
     key = event.key if isinstance(event.key, bytes) or event.key is None else str(event.key).encode()
     return Incoming(value=value, key=key, topic=message.topic, partition=message.partition,
-                    offset=message.offset)
+                    offset=message.offset, headers=_headers(message.headers))
+
+
+def _headers(headers: object) -> tuple[tuple[str, bytes], ...]:
+    """faust's message headers (a list of pairs or a mapping) as ``(name, bytes)`` pairs."""
+    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+    out = []
+    for name, value in pairs:  # type: ignore[union-attr]
+        name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+        out.append((name, bytes(value) if isinstance(value, bytes | bytearray) else str(value).encode()))
+    return tuple(out)

@@ -28,6 +28,9 @@ class WorkerSettings(SharedSettings):
     gap_timeout_s: float = Field(5.0, gt=0, description="wait for a missing seq before skipping it")
     max_pending: int = Field(64, ge=1, description="early utterances held per call while a seq is missing")
     redis_retry_max_s: float = Field(5.0, gt=0, description="longest back-off between Redis retries")
+    require_known_calls: bool = Field(
+        True, description="dead-letter utterances of calls the streamer never created "
+                          "(no cberl:call:{id} key in Redis)")
 
     # -- broker tuning (profile defaults when unset) ----------------------------------
     fetch_max_wait_ms: int | None = Field(None, ge=1, description="tansu: 20, kafka: 500")

@@ -2,45 +2,66 @@
 
 Layout (one writer per call: the worker that owns the call's partition):
 
-- ``cberl:call:{call_id}``: one JSON document, a :class:`CallRecord` (the recognizer's
+- ``cberl:state:{call_id}``: one binary value, a :class:`CallRecord` (the recognizer's
   :class:`~cberl_model.inference.CallState`, the next expected seq, the early utterances
   held while a seq is missing, ...). Written whole (``SET ... EX``), so a save is atomic.
+  Records written before the binary layout (JSON, under ``cberl:call:{call_id}``) are
+  still read, once, and saved in the new form.
+- ``cberl:call:{call_id}``: set by the streamer when it creates the call
+  (:func:`contracts.call_stream.call_key`); the worker only checks it exists.
 - ``cberl:emotions:{call_id}``: the call's Emotion events, a capped stream (fan-out).
 
-Both keys get the idle TTL again on every write, so abandoned calls expire.
-Every operation retries a lost Redis with capped exponential back-off and clear log
-lines; it never raises on an outage, so the agent stalls (and commits nothing) instead of
-crash-looping, and resumes where it was when Redis is back.
+Both keys the worker writes get the idle TTL again on every write, so abandoned calls
+expire. Every operation retries a lost Redis with capped exponential back-off and clear
+log lines; it never raises on an outage, so the agent stalls (and commits nothing) instead
+of crash-looping, and resumes where it was when Redis is back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import struct
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, TimeoutError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from cberl_model.inference import CallState
-from contracts.call_stream import EMOTION_FIELD, call_stream_key
-from contracts.events import EmotionEvent
+from contracts.call_stream import EMOTION_FIELD, call_key, call_stream_key
+from workers.messages import Utterance, parse_message
 from workers.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-RECORD_VERSION = 1
-SKIPPED_KEPT = 256  # seqs remembered as skipped, to tell a late utterance from a duplicate
+RECORD_MAGIC = b"CBRC"
+RECORD_VERSION = 2  # 1: the JSON document (still read)
+SKIPPED_KEPT = 256  # skipped seq ranges remembered, to tell a late utterance from a duplicate
+_HEAD = struct.Struct("<4sBI")  # magic, version, header length
+_LEN = struct.Struct("<I")
 _TRANSIENT = (ConnectionError, TimeoutError, BusyLoadingError, ReadOnlyError, OSError)
 
 
-def call_key(call_id: str) -> str:
+def state_key(call_id: str) -> str:
     """The Redis key of a call's :class:`CallRecord`."""
-    return f"cberl:call:{call_id}"
+    return f"cberl:state:{call_id}"
+
+
+legacy_key = call_key
+"""Where records were kept before the binary layout (now the streamer's call marker)."""
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """An Emotion event serialised once: the same bytes go to Kafka and the call stream."""
+
+    call_id: str
+    value: bytes
 
 
 @dataclass
@@ -48,50 +69,132 @@ class CallRecord:
     """Everything a worker keeps about one call between micro-batches.
 
     Attributes:
-        state: The recognizer's state (the speaker-graph window).
+        state: The recognizer's state (the speaker-graph window; its nodes carry seqs).
         next_seq: The seq the call needs next; lower seqs were applied or skipped.
-        seqs: ``utterance_id -> seq`` of the utterances still in the window (Emotion
-            events carry the seq; the recognizer counts applied utterances instead).
-        pending: Early utterances (``seq -> UtteranceEvent JSON``) waiting for a gap.
+        pending: Early utterances (``seq -> Utterance``) waiting for a gap.
         waiting_since_ms: When the worker started waiting for ``next_seq`` (None: not).
-        skipped: Recent seqs given up on (gap timeout or rejected), newest last.
+        skipped: Recent seq ranges given up on, ``[start, stop)``, newest last, at most
+            :data:`SKIPPED_KEPT` (constant memory whatever the gap).
         end_seq: ``last_seq`` of a CallEnded that arrived before its last utterances.
     """
 
     state: CallState
     next_seq: int = 0
-    seqs: dict[str, int] = field(default_factory=dict)
-    pending: dict[int, str] = field(default_factory=dict)
+    pending: dict[int, Utterance] = field(default_factory=dict)
     waiting_since_ms: int | None = None
-    skipped: list[int] = field(default_factory=list)
+    skipped: list[tuple[int, int]] = field(default_factory=list)
     end_seq: int | None = None
 
-    def to_json(self) -> str:
-        return json.dumps({
-            "version": RECORD_VERSION, "state": self.state.to_dict(), "next_seq": self.next_seq,
-            "seqs": self.seqs, "pending": {str(k): v for k, v in self.pending.items()},
-            "waiting_since_ms": self.waiting_since_ms, "skipped": self.skipped[-SKIPPED_KEPT:],
-            "end_seq": self.end_seq,
-        }, separators=(",", ":"))
+    def to_bytes(self) -> bytes:
+        """The binary form: versioned header, the state's own binary form, pending vectors.
+
+        Layout: ``b"CBRC"``, a version byte, the header's length (uint32 LE), the header
+        (JSON: ``next_seq``, ``waiting_since_ms``, ``skipped``, ``end_seq``, and each held
+        utterance as ``[seq, event without vectors, {modality: dim}]``), the state's length
+        (uint32 LE) and :meth:`CallState.to_bytes`, then the held vectors as float32.
+        """
+        pending = sorted(self.pending.items())
+        header = json.dumps({
+            "next_seq": self.next_seq, "waiting_since_ms": self.waiting_since_ms,
+            "skipped": [list(r) for r in self.skipped[-SKIPPED_KEPT:]], "end_seq": self.end_seq,
+            "pending": [[seq, u.header(), {m: int(v.size) for m, v in u.vectors.items()}]
+                        for seq, u in pending],
+        }, separators=(",", ":")).encode()
+        state = self.state.to_bytes()
+        vectors = [np.asarray(v, dtype="<f4").ravel() for _, u in pending for v in u.vectors.values()]
+        blob = np.concatenate(vectors).tobytes() if vectors else b""
+        return b"".join([_HEAD.pack(RECORD_MAGIC, RECORD_VERSION, len(header)), header,
+                         _LEN.pack(len(state)), state, blob])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CallRecord:
+        """Inverse of :meth:`to_bytes`; also reads the JSON records of version 1.
+
+        Raises:
+            ValueError: On anything this code did not write (corrupt, foreign, or another
+                version), with what is wrong.
+        """
+        raw = bytes(raw)
+        if raw[:1] == b"{":
+            return cls.from_json(raw)
+        if len(raw) < _HEAD.size:
+            raise ValueError(f"invalid call record: {len(raw)} bytes, shorter than the header")
+        magic, version, size = _HEAD.unpack_from(raw)
+        if magic != RECORD_MAGIC:
+            raise ValueError(f"invalid call record: magic {magic!r}, expected {RECORD_MAGIC!r}")
+        if version != RECORD_VERSION:
+            raise ValueError(f"record version {version!r}, expected {RECORD_VERSION}")
+        try:
+            at = _HEAD.size + size
+            head = json.loads(raw[_HEAD.size:at])
+            (state_size,) = _LEN.unpack_from(raw, at)
+            state = CallState.from_bytes(memoryview(raw)[at + _LEN.size:at + _LEN.size + state_size])
+            floats = np.frombuffer(raw, dtype="<f4", offset=at + _LEN.size + state_size).astype(np.float32)
+            pending, used = {}, 0
+            for seq, event, dims in head["pending"]:
+                vectors = {}
+                for m, dim in dims.items():
+                    if used + dim > floats.size:
+                        raise ValueError("held vectors are truncated")
+                    vectors[str(m)] = floats[used:used + dim]
+                    used += dim
+                pending[int(seq)] = Utterance.from_header(event, vectors)
+            if used != floats.size:
+                raise ValueError(f"{floats.size - used} floats left over after the held utterances")
+            return cls(state=state, next_seq=int(head["next_seq"]), pending=pending,
+                       waiting_since_ms=head["waiting_since_ms"],
+                       skipped=[(int(a), int(b)) for a, b in head["skipped"]], end_seq=head["end_seq"])
+        except (KeyError, TypeError, AttributeError, struct.error, json.JSONDecodeError,
+                UnicodeDecodeError, ValueError) as exc:
+            if str(exc).startswith("invalid call"):
+                raise
+            raise ValueError(f"invalid call record: {type(exc).__name__}: {exc}") from exc
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> CallRecord:
-        """Inverse of :meth:`to_json`.
+        """A record of version 1 (one JSON document), upgraded.
+
+        Its ``seqs`` table (utterance id -> seq) overrides the node seqs, which that
+        version did not keep right; its held utterances are parsed once more and its
+        skipped seqs become ranges.
 
         Raises:
-            ValueError: On anything this code did not write (corrupt or another version).
+            ValueError: On anything that is not such a record.
         """
         try:
             data = json.loads(raw)
-            if data.get("version") != RECORD_VERSION:
+            if data.get("version") != 1:
                 raise ValueError(f"record version {data.get('version')!r}, expected {RECORD_VERSION}")
-            return cls(state=CallState.from_dict(data["state"]), next_seq=int(data["next_seq"]),
-                       seqs={str(k): int(v) for k, v in data["seqs"].items()},
-                       pending={int(k): str(v) for k, v in data["pending"].items()},
+            state = CallState.from_dict(data["state"])
+            seqs = {str(k): int(v) for k, v in data["seqs"].items()}
+            for node in state.nodes:
+                node.seq = seqs.get(node.utterance_id, node.seq)
+            pending = {}
+            for k, v in data["pending"].items():
+                message = parse_message(v)
+                if not isinstance(message, Utterance):
+                    raise ValueError(f"held message {k} is not an utterance")
+                pending[int(k)] = message
+            return cls(state=state, next_seq=int(data["next_seq"]), pending=pending,
                        waiting_since_ms=data["waiting_since_ms"],
-                       skipped=[int(s) for s in data["skipped"]], end_seq=data["end_seq"])
+                       skipped=_ranges(int(s) for s in data["skipped"]), end_seq=data["end_seq"])
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"invalid call record: {type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # pydantic's ValidationError is one
+            if str(exc).startswith(("record version", "invalid call")):
+                raise
+            raise ValueError(f"invalid call record: {type(exc).__name__}: {exc}") from exc
+
+
+def _ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted seqs as ``[start, stop)`` runs."""
+    out: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if out and out[-1][1] == seq:
+            out[-1] = (out[-1][0], seq + 1)
+        else:
+            out.append((seq, seq + 1))
+    return out
 
 
 class CallStore:
@@ -134,23 +237,49 @@ class CallStore:
         return result
 
     async def load(self, call_ids: Sequence[str]) -> dict[str, CallRecord | None]:
-        """The stored record of each call (None: new, expired or unreadable — logged)."""
+        """The stored record of each call (None: new, expired or unreadable — logged).
+
+        A call without a record under :func:`state_key` is looked up under its pre-binary
+        key; a JSON record there is upgraded (saved in the new form with the batch).
+        """
         if not call_ids:
             return {}
         raws: list[Any] = await self._retrying(
-            "load", lambda: self.client.mget([call_key(c) for c in call_ids]))
+            "load", lambda: self.client.mget([state_key(c) for c in call_ids]))
+        missing = [c for c, raw in zip(call_ids, raws, strict=True) if raw is None]
+        legacy: dict[str, Any] = {}
+        if missing:
+            old: list[Any] = await self._retrying(
+                "load", lambda: self.client.mget([legacy_key(c) for c in missing]))
+            legacy = {c: raw for c, raw in zip(missing, old, strict=True)
+                      if raw is not None and bytes(raw).startswith(b'{"version"')}
         out: dict[str, CallRecord | None] = {}
         for call_id, raw in zip(call_ids, raws, strict=True):
+            raw = raw if raw is not None else legacy.get(call_id)
             record = None
             if raw is not None:
                 try:
-                    record = CallRecord.from_json(raw)
+                    record = CallRecord.from_bytes(raw)
                 except ValueError as exc:
                     self.metrics.state_lost.inc()
                     log.error("call %s: stored state is unreadable (%s); the call continues with "
                               "a fresh graph", call_id, exc)
             out[call_id] = record
         return out
+
+    async def known(self, call_ids: Sequence[str]) -> set[str]:
+        """The calls whose :func:`contracts.call_stream.call_key` exists (the streamer made them)."""
+        if not call_ids:
+            return set()
+
+        async def check() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for call_id in call_ids:
+                    pipe.exists(call_key(call_id))
+                return await pipe.execute()
+
+        found = await self._retrying("call lookup", check)
+        return {c for c, n in zip(call_ids, found, strict=True) if n}
 
     async def save(self, records: Iterable[tuple[str, CallRecord]]) -> None:
         """Write the records (TTL refreshed), all in one round trip."""
@@ -161,21 +290,20 @@ class CallStore:
         async def write() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
                 for call_id, record in items:
-                    pipe.set(call_key(call_id), record.to_json(), ex=self.ttl_s)
+                    pipe.set(state_key(call_id), record.to_bytes(), ex=self.ttl_s)
                 await pipe.execute()
 
         await self._retrying("save", write)
 
-    async def append_emotions(self, events: Sequence[EmotionEvent]) -> None:
-        """XADD every event to its call's capped stream (field ``event``: the JSON)."""
+    async def append_emotions(self, events: Sequence[Emitted]) -> None:
+        """XADD every event to its call's capped stream (field ``event``: its JSON bytes)."""
         if not events:
             return
 
         async def write() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
                 for event in events:
-                    key = call_stream_key(event.call_id)
-                    pipe.xadd(key, {EMOTION_FIELD: event.model_dump_json()},
+                    pipe.xadd(call_stream_key(event.call_id), {EMOTION_FIELD: event.value},
                               maxlen=self.stream_maxlen, approximate=True)
                 for call_id in {e.call_id for e in events}:
                     pipe.expire(call_stream_key(call_id), self.ttl_s)

@@ -14,8 +14,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
+
 from cberl_model.data.meld import read_meld_csv
 from cberl_model.inference import UtteranceInput
+from contracts.call_stream import call_key
 from contracts.events import CallEnded, EmotionEvent, UtteranceEvent
 from deploy.services import HOST, free_port
 from tests.factories import call_ended, utterance
@@ -51,6 +54,17 @@ def meld_calls(meld_dir: Path, count: int, min_len: int, max_len: int = 1000
             if len(out) == count:
                 return out
     raise AssertionError(f"MELD dev has fewer than {count} dialogues of {min_len}..{max_len} utterances")
+
+
+def register_calls(redis_url: str, call_ids: Iterable[str], ttl_s: int = 3600) -> None:
+    """What the streamer does when it creates a call: set its call key (workers dead-letter
+    utterances of calls without one, ``require_known_calls``)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for call_id in call_ids:
+            client.set(call_key(call_id), "1", ex=ttl_s)
+    finally:
+        client.close()
 
 
 def as_inputs(events: Iterable[UtteranceEvent]) -> list[UtteranceInput]:

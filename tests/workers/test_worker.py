@@ -8,6 +8,7 @@ messages, a worker killed mid-call, and Redis going away mid-call.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -16,12 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from cberl_model.inference import EmotionRecognizer
 from contracts.call_stream import call_stream_key
 from contracts.events import EmotionEvent, UtteranceEvent
+from contracts.signing import signature_headers
 from deploy.services import RedisServer, TansuBroker, free_port
+from tests.factories import utterance
 from tests.kafka import produce, read_topic
 from tests.waiting import wait_until
 from tests.workers.harness import (
@@ -32,9 +36,11 @@ from tests.workers.harness import (
     ended,
     finals_complete,
     meld_calls,
+    register_calls,
     subscriber_view,
 )
 from workers.dead_letter import DeadLetter
+from workers.state import CallRecord, state_key
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -114,6 +120,7 @@ def test_meld_replay_equals_batch_and_poison_is_dead_lettered(
     stream += records([bad_call[0], wrong_dim, bad_call[2]])
     stream += [(c, ended(c, evs).model_dump_json().encode()) for c, evs in calls]
     stream += [("poison-call", ended("poison-call", bad_call).model_dump_json().encode())]
+    register_calls(redis_server.url, [*(c for c, _ in calls), "poison-call"])
     asyncio.run(produce(bootstrap, topics.utterances, stream))
 
     expected = {c: len(evs) for c, evs in calls} | {"poison-call": 2}
@@ -178,6 +185,7 @@ def test_killed_worker_hands_over_mid_call(
     victim = max(workers, key=lambda w: sum(call_partition[c] in w.assigned() for c, _ in calls))
     assert any(call_partition[c] in victim.assigned() for c, _ in calls)
 
+    register_calls(redis_server.url, [c for c, _ in calls])
     first = [(c, evs[: len(evs) // 2]) for c, evs in calls]
     asyncio.run(produce(bootstrap, topics.utterances, records(interleaved(first))))
     half = {e.utterance_id for _, evs in first for e in evs}
@@ -210,6 +218,7 @@ def test_redis_restart_mid_call(
         workers.append(worker)
         worker.start()
         ((call_id, events),) = meld_calls(meld_dir, 1, min_len=14, max_len=24)
+        register_calls(server.url, [call_id])
 
         def labelled(upto: int, timeout_s: float = 60) -> list[EmotionEvent]:
             wanted = {e.utterance_id for e in events[:upto]}
@@ -230,7 +239,11 @@ def test_redis_restart_mid_call(
         labelled(8)
         assert "redis is back" in worker.output()
         client = redis.Redis.from_url(server.url)
-        wait_until(lambda: json.loads(client.get(f"cberl:call:{call_id}") or "{}").get("next_seq") == 8,
+        def saved_next_seq() -> int | None:
+            raw = client.get(state_key(call_id))
+            return None if raw is None else CallRecord.from_bytes(raw).next_seq
+
+        wait_until(lambda: saved_next_seq() == 8,
                    30, interval_s=0.1,  # the batch's state is saved (after its events were published)
                    message="the call's state was never saved with next_seq 8")
         client.close()
@@ -238,6 +251,7 @@ def test_redis_restart_mid_call(
         server.stop()
         shutil.rmtree(redis_dir)
         server.start()
+        register_calls(server.url, [call_id])  # the streamer's key was lost with the data too
         asyncio.run(produce(bootstrap, topics.utterances, records(events[8:])
                             + [(call_id, ended(call_id, events).model_dump_json().encode())]))
         values = asyncio.run(read_topic(bootstrap, topics.emotions,
@@ -252,3 +266,81 @@ def test_redis_restart_mid_call(
     expected = recognizer.predict_conversation(as_inputs(events))
     assert [view[e.utterance_id].label for e in events[:6]] == [x.label for x in expected[:6]]
     assert all(view[e.utterance_id].final for e in events[:6] + events[8:])
+
+
+async def produce_raw(bootstrap: str, topic: str,
+                      records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:
+    """Send ``(key, value, headers)`` records in order, values up to 8 MB."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=16384, linger_ms=0,
+                                max_request_size=8 * 1024 * 1024)
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+def labelled_or_dead(values: list[bytes], letters: list[bytes], wanted: set[str], dead: int) -> bool:
+    return wanted <= {json.loads(v)["utterance_id"] for v in values} and len(letters) >= dead
+
+
+def test_every_record_is_processed_or_dead_lettered(
+        tansu_broker: TansuBroker, redis_server: RedisServer, topics: Topics,
+        workers: list[WorkerProcess], meld_dir: Path, tmp_path: Path) -> None:
+    """H7: a 5 MB invalid record is dead-lettered (bounded) and the records after it are
+    processed; an utterance of a call the streamer never created is dead-lettered."""
+    bootstrap = tansu_broker.bootstrap_servers
+    worker = WorkerProcess(tmp_path / "w", bootstrap, redis_server.url, topics)
+    workers.append(worker)
+    worker.start()
+    ((call_id, events),) = meld_calls(meld_dir, 1, min_len=5, max_len=8)
+    register_calls(redis_server.url, [call_id])
+    huge = b'{"type": "utterance", "text": "' + b"x" * (5 * 1024 * 1024) + b'"'
+    stranger = events[0].model_copy(update={"call_id": "never-created", "utterance_id": "stranger-0"})
+    stream = [(call_id.encode(), huge, []), *((e.call_id.encode(), e.model_dump_json().encode(), [])
+                                              for e in events),
+              (b"never-created", stranger.model_dump_json().encode(), [])]
+    asyncio.run(produce_raw(bootstrap, topics.utterances, stream))
+
+    wanted = {e.utterance_id for e in events}
+    values = asyncio.run(read_topic(bootstrap, topics.emotions,
+                                    lambda v: wanted <= {json.loads(x)["utterance_id"] for x in v}, 90))
+    letters = [DeadLetter.model_validate_json(v) for v in asyncio.run(
+        read_topic(bootstrap, topics.dead_letter, lambda v: len(v) >= 2, 30))]
+    labelled = {e.utterance_id for e in emotions_of(values)}
+    assert labelled == wanted, "every valid record after the huge one was processed"
+    assert sorted(x.reason for x in letters) == ["invalid", "unknown_call"]
+    big = next(x for x in letters if x.reason == "invalid")
+    assert big.payload_size == len(huge) and big.payload_truncated
+    assert big.payload_sha256 == hashlib.sha256(huge).hexdigest()
+    assert len(big.model_dump_json()) < 16_000
+    assert len(labelled) + len(letters) == len(stream), "each record processed or dead-lettered"
+    assert worker.running
+
+
+def test_with_a_secret_only_signed_records_are_processed(
+        tansu_broker: TansuBroker, redis_server: RedisServer, topics: Topics,
+        workers: list[WorkerProcess], tmp_path: Path) -> None:
+    bootstrap = tansu_broker.bootstrap_servers
+    secret = b"s3cret-for-the-test"
+    worker = WorkerProcess(tmp_path / "w", bootstrap, redis_server.url, topics,
+                           "--event-secret", secret.decode())
+    workers.append(worker)
+    worker.start()
+    register_calls(redis_server.url, ["signed-call"])
+    good, unsigned, forged = (utterance(i, call_id="signed-call") for i in range(3))
+
+    def record(e: UtteranceEvent, headers: list[tuple[str, bytes]]) -> tuple[bytes, bytes, list]:
+        return e.call_id.encode(), e.model_dump_json().encode(), headers
+
+    key = b"signed-call"
+    stream = [record(good, signature_headers(secret, key, good.model_dump_json().encode())),
+              record(unsigned, []),
+              record(forged, signature_headers(b"wrong secret", key, forged.model_dump_json().encode()))]
+    asyncio.run(produce_raw(bootstrap, topics.utterances, stream))
+    letters = [DeadLetter.model_validate_json(v) for v in asyncio.run(
+        read_topic(bootstrap, topics.dead_letter, lambda v: len(v) >= 2, 60))]
+    assert sorted(x.reason for x in letters) == ["forged", "unsigned"]
+    values = asyncio.run(read_topic(bootstrap, topics.emotions, lambda v: len(v) >= 1, 30))
+    assert {e.utterance_id for e in emotions_of(values)} == {good.utterance_id}
