@@ -41,7 +41,7 @@ GAUGES = ("streamer_active_calls", "streamer_active_participants", "streamer_pub
 
 
 def _gauges(url: str) -> dict[str, float]:
-    values = dict.fromkeys(GAUGES, 0.0)
+    values: dict[str, float] = {}
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
@@ -49,8 +49,8 @@ def _gauges(url: str) -> dict[str, float]:
         return {}
     for line in text.splitlines():
         name = line.split("{")[0].split(" ")[0]
-        if name in values:
-            values[name] += float(line.rsplit(" ", 1)[1])
+        if name in GAUGES and not line.startswith("#"):
+            values[name] = values.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return values
 
 

@@ -38,12 +38,13 @@ function iceGatheringDone(pc) {
   });
 }
 
-async function connect(callId, token, camera) {
+async function connect(callId, token, camera, reuse) {
   // Echo cancellation, noise suppression and auto gain reshape the voice the model hears.
-  const media = await navigator.mediaDevices.getUserMedia({
+  const media = reuse || await navigator.mediaDevices.getUserMedia({
     audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
     video: camera,
   });
+  state.media = media;
   const pc = new RTCPeerConnection({ iceServers: [] });
   media.getTracks().forEach((track) => pc.addTrack(track, media));
   pc.createDataChannel("emotions");  // the gateway pushes emotion events here too
@@ -54,13 +55,52 @@ async function connect(callId, token, camera) {
     sdp: pc.localDescription.sdp, type: pc.localDescription.type, token,
   });
   await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
+  state.speakerId = answer.speaker_id;
   if (camera) {
     const view = $("self-view");
     view.srcObject = media;
     view.hidden = false;
     view.play().catch(() => {});
   }
+  if (!reuse) watchCall(callId, token, camera);
   return pc;
+}
+
+// Reconnect: every 2 s ask the gateway whether it still has us in the call; when the
+// connection failed or the gateway lost us (it restarted), join again with the same token
+// and microphone -- the same speaker; the gateway restores the call. Stops after leaving.
+async function stillIn(callId, token) {
+  try {
+    const r = await fetch(`/v1/calls/${callId}`, { headers: { Authorization: `Bearer ${token}` } });
+    if (!r.ok) return false;
+    const call = await r.json();
+    return !state.speakerId || call.participants.some((p) => p.speaker_id === state.speakerId);
+  } catch (_) {
+    return false;
+  }
+}
+
+function watchCall(callId, token, camera) {
+  let misses = 0;
+  let busy = false;
+  const timer = setInterval(async () => {
+    if ($("leave").hidden && state.pc) { clearInterval(timer); return; }  // the user left
+    if (busy) return;
+    const failed = state.pc && ["failed", "closed"].includes(state.pc.connectionState);
+    misses = failed || !(await stillIn(callId, token)) ? misses + 1 : 0;
+    if (misses < 2) return;
+    busy = true;
+    setStatus(`Call ${callId}: reconnecting…`);
+    try {
+      state.pc?.close();
+      state.pc = await connect(callId, token, camera, state.media);
+      misses = 0;
+    } catch (err) {
+      setStatus(`Call ${callId}: reconnecting (${err.message})…`);
+    } finally {
+      busy = false;
+    }
+  }, 2000);
 }
 
 function subscribe(callId, token) {
