@@ -36,6 +36,14 @@ class SharedSettings(BaseSettings):
     emotions_topic: str = Field(EMOTIONS_TOPIC, min_length=1)
     dead_letter_topic: str = Field(DEAD_LETTER_TOPIC, min_length=1)
     partitions: int = Field(8, ge=1, description="partitions of utterances/emotions when created")
+    broker_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol (SASL_SSL for a secured cluster)")
+    broker_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (with a SASL_* protocol)")
+    broker_sasl_username: str | None = Field(None, description="SASL user (with a SASL_* protocol)")
+    broker_sasl_password: SecretStr | None = Field(None, description="SASL password (env only)")
+    broker_ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' "
+                                                             "certificates (default: the system's)")
 
     # -- Redis and the call stream ----------------------------------------------------
     redis_url: RedisDsn = Field(RedisDsn("redis://127.0.0.1:6379/0"),
@@ -59,10 +67,37 @@ class SharedSettings(BaseSettings):
             raise ValueError(f"topic names must differ, got {names}")
         return self
 
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> SharedSettings:
+        if self.broker_security_protocol.startswith("SASL_") and not (
+                self.broker_sasl_username and self.broker_sasl_password):
+            raise ValueError(f"broker_security_protocol={self.broker_security_protocol} needs "
+                             f"broker_sasl_username and broker_sasl_password")
+        return self
+
     def topic_partitions(self) -> dict[str, int]:
         """``{topic: partitions}`` for :func:`contracts.topics.ensure_topics`."""
         return {self.utterances_topic: self.partitions, self.emotions_topic: self.partitions,
                 self.dead_letter_topic: 1}
+
+    def kafka_security(self) -> dict[str, Any]:
+        """aiokafka keyword arguments (producer, consumer, admin) for the broker's security:
+        ``{}`` for PLAINTEXT; an SSL context for SSL/SASL_SSL; SASL user and password."""
+        protocol = self.broker_security_protocol
+        if protocol == "PLAINTEXT":
+            return {}
+        conf: dict[str, Any] = {"security_protocol": protocol}
+        if protocol in ("SSL", "SASL_SSL"):
+            import ssl
+
+            conf["ssl_context"] = ssl.create_default_context(
+                cafile=str(self.broker_ssl_cafile) if self.broker_ssl_cafile else None)
+        if protocol.startswith("SASL_"):
+            conf.update(sasl_mechanism=self.broker_sasl_mechanism,
+                        sasl_plain_username=self.broker_sasl_username,
+                        sasl_plain_password=(self.broker_sasl_password.get_secret_value()
+                                             if self.broker_sasl_password else None))
+        return conf
 
     def event_key(self) -> bytes | None:
         """The raw ``event_secret`` for :mod:`contracts.signing` (``None``: signing off)."""

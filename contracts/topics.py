@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -26,16 +27,18 @@ class TopicError(RuntimeError):
 
 
 async def ensure_topics(bootstrap_servers: str, topics: Mapping[str, int],
-                        replication_factor: int = 1, timeout_s: float = 30.0) -> None:
+                        replication_factor: int = 1, timeout_s: float = 30.0,
+                        **client: Any) -> None:
     """Create the topics that do not exist yet (``{name: partitions}``); idempotent.
 
-    Existing topics are left as they are, whatever their partition count.
+    Existing topics are left as they are, whatever their partition count. ``client``: more
+    admin-client arguments (:meth:`contracts.settings.SharedSettings.kafka_security`).
 
     Raises:
         TopicError: The broker refused to create a topic.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers,
-                                request_timeout_ms=int(timeout_s * 1000))
+                                request_timeout_ms=int(timeout_s * 1000), **client)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -114,7 +114,8 @@ class UtterancePublisher:
     def _new_producer(self) -> AIOKafkaProducer:
         extra = {"linger_ms": 0} if self._settings.broker_profile == "tansu" else {}
         return AIOKafkaProducer(bootstrap_servers=self._settings.broker_bootstrap_servers, acks="all",
-                                enable_idempotence=False, request_timeout_ms=10_000, **extra)
+                                enable_idempotence=False, request_timeout_ms=10_000, **extra,
+                                **self._settings.kafka_security())
 
     def _retrying(self, problem: str, errors: tuple[type[BaseException], ...]) -> AsyncRetrying:
         """Retry forever on ``errors`` with :data:`_BACKOFF`; :attr:`error` says ``problem``."""
@@ -135,7 +136,8 @@ class UtterancePublisher:
             with attempt:
                 producer = self._new_producer()
                 try:
-                    await ensure_topics(servers, topics, timeout_s=10.0)
+                    await ensure_topics(servers, topics, timeout_s=10.0,
+                                        **self._settings.kafka_security())
                     await producer.start()
                 except BaseException:
                     await producer.stop()

@@ -15,7 +15,9 @@ import faust
 import redis
 import redis.asyncio as aioredis
 
+from cberl_model.artifact import ModelError
 from cberl_model.inference import EmotionRecognizer
+from cberl_model.runtime import ConfigError
 from contracts.cli import UserError, load_settings, run_cli
 from contracts.logs import logging_config, setup_logging
 from contracts.topics import ensure_topics
@@ -34,7 +36,8 @@ async def check_backends(settings: WorkerSettings) -> None:
     if settings.create_topics:
         servers = settings.broker_bootstrap_servers
         try:
-            await asyncio.wait_for(ensure_topics(servers, settings.topic_partitions()), timeout=20)
+            await asyncio.wait_for(ensure_topics(servers, settings.topic_partitions(),
+                                                 **settings.kafka_security()), timeout=20)
         except Exception as exc:
             raise UserError(f"broker {servers} unreachable or refused the topics: "
                             f"{type(exc).__name__}: {exc}") from None
@@ -51,7 +54,7 @@ def build_worker(settings: WorkerSettings) -> faust.Worker:
     """Load the model, wire store, sink, processor and agents into a faust Worker."""
     try:
         recognizer = EmotionRecognizer.load(settings.model_dir, device=settings.device)
-    except Exception as exc:
+    except (ModelError, ConfigError) as exc:
         raise UserError(f"cannot load the model from {settings.model_dir or 'the default model'}: "
                         f"{type(exc).__name__}: {exc}") from None
     log.info("model %r on %s", recognizer, recognizer.device)

@@ -64,6 +64,17 @@ class WorkerSettings(SharedSettings):
         if self.broker_profile == "tansu":
             conf.update(producer_max_batch_size=1, broker_session_timeout=6,
                         broker_heartbeat_interval=1)
+        security = self.kafka_security()
+        if security.get("security_protocol", "").startswith("SASL_"):
+            import faust
+
+            conf["broker_credentials"] = faust.SASLCredentials(
+                username=security["sasl_plain_username"], password=security["sasl_plain_password"],
+                mechanism=security["sasl_mechanism"], ssl_context=security.get("ssl_context"))
+        elif "ssl_context" in security:
+            import faust
+
+            conf["broker_credentials"] = faust.SSLCredentials(security["ssl_context"])
         return conf
 
     def masked(self) -> dict[str, Any]:
