@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
+import sys
 
 from aiohttp import web
 
@@ -68,7 +70,13 @@ def main() -> int:
     settings = ensure_secret(settings)
     print("streamer settings: " + json.dumps(settings.masked(), sort_keys=True), flush=True)
     analyzer = SegmentAnalyzer.load(settings)
-    return asyncio.run(serve(settings, analyzer))
+    code = asyncio.run(serve(settings, analyzer))
+    # Everything is closed and flushed; interpreter finalization can still hang in the
+    # model's native threads (seen: no Python frame left), so end the process here.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,19 @@ import asyncio
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
+from deploy.services import PythonService, free_port
 from deploy.speech import timeline_wav, word_error_rate
+from streamer.gateway import PUBLISHER
 from tests.kafka import read_call
 from tests.streamer.conftest import Gateway, gateway_settings, run_gateway
 from tests.waiting import async_wait_until
@@ -140,3 +145,49 @@ async def test_cors_reflects_only_listed_origins(tansu_broker, redis_server, ana
                 assert response.status == 204 and "Access-Control-Allow-Origin" not in response.headers
         async with session.get(gw.url + "/metrics", headers={"Origin": "http://evil.test"}) as response:
             assert response.status == 200 and "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.asyncio
+async def test_readiness_reports_a_publisher_that_cannot_publish(gateway: Gateway) -> None:
+    await async_wait_until(lambda: _ready(gateway), 10, interval_s=0.2, message="never ready")
+    task = gateway.app[PUBLISHER]._task
+    assert task is not None
+    task.cancel()  # whatever ends the sender task, readiness must say so
+    await asyncio.gather(task, return_exceptions=True)
+    status, ready = await gateway.get("/readyz")
+    assert isinstance(ready, dict)
+    assert (status, ready["ready"], ready["checks"]["broker"], ready["checks"]["redis"]) == (
+        503, False, "the publisher is closed", "ok")
+
+
+@pytest.mark.asyncio
+async def test_sigint_ends_calls_and_exits_within_the_grace(tansu_broker, redis_server,
+                                                            tmp_path: Path) -> None:
+    """SIGINT (or SIGTERM): the streamer ends its calls (CallEnded published) and exits in time."""
+    port, grace_s = free_port(), 4.0
+    service = PythonService(
+        "streamer", "streamer",
+        ["--port", str(port), "--broker-bootstrap-servers", tansu_broker.bootstrap_servers,
+         "--redis-url", redis_server.url, "--shutdown-grace-s", str(grace_s)],
+        port, "/readyz", tmp_path, {"CBERL_TOKEN_SECRET": "t" * 32, "OMP_NUM_THREADS": "1"})
+    await asyncio.to_thread(service.start)
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+                f"http://127.0.0.1:{port}/v1/calls", json={"participants": ["ann"]}) as response:
+            assert response.status == 201
+            call_id = (await response.json())["call_id"]
+        process = service._process
+        assert process is not None
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        try:
+            code = await asyncio.to_thread(process.wait, grace_s + 2)
+        except subprocess.TimeoutExpired:
+            code = None
+        took_s = time.monotonic() - started
+    finally:
+        service.kill()
+    assert code == 0 and took_s <= grace_s + 1, (code, took_s, service.output_tail())
+    assert "shut down cleanly" in service.output_tail(40)
+    _, ended = await read_call(tansu_broker.bootstrap_servers, call_id, timeout_s=30)
+    assert ended is not None and ended.last_seq == -1
