@@ -1,13 +1,17 @@
 """Recognizer worker benchmarks: throughput, cost vs call length, lag under load vs naive.
 
-    OMP_NUM_THREADS=1 python benchmarks/workers_bench.py --meld DIR --out docs/workers_bench.json
+    python benchmarks/workers_bench.py --meld DIR --out docs/workers_bench.json [--profile]
 
 Starts its own tansu broker and redis-server on 127.0.0.1 and measures, in one run:
 
 * ``throughput``: the worker's batch path (:class:`workers.processor.BatchProcessor`:
   parse, Redis state load/save, batched CBERL update, publish to tansu, Redis stream)
   on micro-batches of B concurrent calls (one new utterance each), and the batched model
-  update alone; utterance updates (Emotion events) per second against B.
+  update alone (``add_utterances``, features pre-computed); new utterances and updates
+  (Emotion events) per second against B. Every row is measured for the current code and
+  for the ``legacy`` code path (the modules of commit :data:`LEGACY_COMMIT`, loaded from
+  git into a private package and run on the same model), in the same run, so the ratio
+  is meaningful on a noisy machine. A ``cuda`` row is added when a GPU is present.
 * ``cost_vs_call_length``: one call grown to 1,000 utterances through the same path; the
   median cost of an update near utterance 10, 100 and 1,000, and the ratio 1,000 / 10. The
   naive baseline re-runs batch inference over the whole call so far for each utterance.
@@ -43,6 +47,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from cberl_model.data.meld import read_meld_csv
 from cberl_model.inference import EmotionRecognizer, UtteranceInput
+from contracts.call_stream import call_key
 from contracts.clock import now_ms
 from contracts.events import EmotionEvent, ModalityFeatures, UtteranceEvent
 from contracts.topics import ensure_topics
@@ -51,9 +56,43 @@ from workers.dead_letter import DeadLetter, Incoming
 from workers.metrics import WorkerMetrics
 from workers.processor import BatchProcessor
 from workers.settings import WorkerSettings
-from workers.state import CallStore
+from workers.state import CallStore, Emitted
 
 ROOT = Path(__file__).resolve().parents[1]
+LEGACY_COMMIT = "87890fcb172770eb78a9e699b344eb6904ee8c31"
+"""The last commit before the vectorised forward, binary state and parse-once worker path."""
+LEGACY_MODULES = ("cberl_model/inference.py", "cberl_model/predict.py", "cberl_model/windows.py",
+                  "cberl_model/window_graph.py", "workers/processor.py", "workers/state.py",
+                  "workers/sequencing.py", "workers/dead_letter.py")
+
+
+def load_legacy(work: Path) -> Any:
+    """The legacy modules as package ``legacy`` (imports among them rewritten; the rest shared).
+
+    Their ``predict_windows`` runs the network's full ``forward`` (what ``predict_proba``
+    did then), so the legacy path is the old one end to end on the same weights.
+    """
+    root = work / "legacy_src"
+    for rel in LEGACY_MODULES:
+        text = subprocess.run(["git", "show", f"{LEGACY_COMMIT}:{rel}"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout
+        for other in LEGACY_MODULES:
+            name = other[:-3].replace("/", ".")
+            text = text.replace(f"from {name} import", f"from legacy.{name} import")
+        text = text.replace("model.predict_proba(batch)",
+                            "__import__('cberl_model.nn.ensemble', fromlist=['x']).WeakClassifierEnsemble"
+                            ".probabilities(model(batch).logits.detach())")
+        target = root / "legacy" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    for folder in {root / "legacy", *(root / "legacy" / Path(r).parent for r in LEGACY_MODULES)}:
+        (folder / "__init__.py").touch()
+    sys.path.insert(0, str(root))
+    import importlib
+
+    return {"inference": importlib.import_module("legacy.cberl_model.inference"),
+            "processor": importlib.import_module("legacy.workers.processor"),
+            "state": importlib.import_module("legacy.workers.state")}
 
 
 class KafkaSink:
@@ -62,9 +101,10 @@ class KafkaSink:
     def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
         self.producer, self.topic = producer, topic
 
-    async def publish(self, events: Sequence[EmotionEvent]) -> None:
-        futures = [await self.producer.send(self.topic, e.model_dump_json().encode(), e.call_id.encode())
-                   for e in events]
+    async def publish(self, events: Sequence[Emitted] | Sequence[EmotionEvent]) -> None:
+        futures = [await self.producer.send(
+            self.topic, e.value if isinstance(e, Emitted) else e.model_dump_json().encode(),
+            e.call_id.encode()) for e in events]
         await asyncio.gather(*futures)
 
     async def dead_letter(self, letters: Sequence[tuple[Incoming, DeadLetter]]) -> None:
@@ -106,42 +146,79 @@ def median_ms(samples_s: Sequence[float]) -> float:
     return round(1000 * float(np.median(samples_s)), 3)
 
 
-async def throughput(processor: BatchProcessor, recognizer: EmotionRecognizer, corpus: Corpus,
-                     batch_sizes: Sequence[int], steps: int) -> list[dict[str, Any]]:
+async def register(store: CallStore, calls: Sequence[str]) -> None:
+    """What the streamer does when it creates a call (workers require the call key)."""
+    async with store.client.pipeline(transaction=False) as pipe:
+        for c in calls:
+            pipe.set(call_key(c), "1", ex=3600)
+        await pipe.execute()
+
+
+async def throughput(impls: dict[str, tuple[Any, Any]], corpus: Corpus, store: CallStore,
+                     batch_sizes: Sequence[int], steps: int, warm: int) -> list[dict[str, Any]]:
+    """Per batch size and implementation: the worker path, then the model alone."""
     rows = []
-    warm = recognizer.past + recognizer.future
     for b in batch_sizes:
-        calls = [f"tp{b}-{uuid.uuid4().hex[:6]}" for _ in range(b)]
-        for seq in range(warm):  # full windows, as in the middle of a call
-            await processor.process([incoming(corpus.event(c, seq)) for c in calls])
-        emitted_before = emitted(processor)
-        start = time.perf_counter()
-        for seq in range(warm, warm + steps):
-            await processor.process([incoming(corpus.event(c, seq)) for c in calls])
-        path_s = time.perf_counter() - start
-        updates = emitted(processor) - emitted_before
-        states = {c: recognizer.open_call(c) for c in calls}
-        for seq in range(warm):
-            for c, (s, _) in zip(calls, recognizer.add_utterances(
-                    [(states[c], corpus.inputs(c, seq + 1)[-1]) for c in calls]), strict=True):
-                states[c] = s
-        start = time.perf_counter()
-        for seq in range(warm, warm + steps):
-            results = recognizer.add_utterances([(states[c], corpus.inputs(c, seq + 1)[-1]) for c in calls])
-            states = {c: s for c, (s, _) in zip(calls, results, strict=True)}
-        model_s = time.perf_counter() - start
-        rows.append({"batch_size": b, "steps": steps, "updates": int(updates),
-                     "worker_path_updates_per_s": round(updates / path_s, 1),
-                     "worker_path_ms_per_batch": round(1000 * path_s / steps, 2),
-                     "model_only_updates_per_s": round(updates / model_s, 1),
-                     "model_only_ms_per_batch": round(1000 * model_s / steps, 2)})
-        print(json.dumps(rows[-1]), flush=True)
+        for name, (processor, recognizer) in impls.items():
+            calls = [f"tp{b}-{name}-{uuid.uuid4().hex[:6]}" for _ in range(b)]
+            if name != "legacy":  # the legacy worker kept its record under the call key itself
+                await register(store, calls)
+            row: dict[str, Any] = {"impl": name, "device": str(recognizer.device), "batch_size": b,
+                                   "steps": steps}
+            if processor is not None:
+                for seq in range(warm):  # full windows, as in the middle of a call
+                    await processor.process([incoming(corpus.event(c, seq)) for c in calls])
+                emitted_before = emitted(processor)
+                start = time.perf_counter()
+                for seq in range(warm, warm + steps):
+                    await processor.process([incoming(corpus.event(c, seq)) for c in calls])
+                path_s = time.perf_counter() - start
+                updates = emitted(processor) - emitted_before
+                row |= {"worker_utterances_per_s": round(b * steps / path_s, 1),
+                        "worker_updates_per_s": round(updates / path_s, 1),
+                        "worker_ms_per_batch": round(1000 * path_s / steps, 2)}
+            inputs = {c: corpus.inputs(c, warm + steps) for c in calls}
+            states = {c: recognizer.open_call(c) for c in calls}
+            for seq in range(warm):
+                results = recognizer.add_utterances([(states[c], inputs[c][seq]) for c in calls])
+                states = {c: s for c, (s, _) in zip(calls, results, strict=True)}
+            start, model_updates = time.perf_counter(), 0
+            for seq in range(warm, warm + steps):
+                results = recognizer.add_utterances([(states[c], inputs[c][seq]) for c in calls])
+                states = {c: s for c, (s, _) in zip(calls, results, strict=True)}
+                model_updates += sum(len(u) for _, u in results)
+            model_s = time.perf_counter() - start
+            row |= {"model_utterances_per_s": round(b * steps / model_s, 1),
+                    "model_updates_per_s": round(model_updates / model_s, 1),
+                    "model_ms_per_batch": round(1000 * model_s / steps, 2)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
+
+
+def speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """New / legacy per batch size (same run), and each implementation's batch-B / batch-1."""
+    by = {(r["impl"], r["batch_size"]): r for r in rows}
+    out = []
+    for (impl, b), r in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if impl != "new":
+            continue
+        old = by.get(("legacy", b), {})
+        entry: dict[str, Any] = {"batch_size": b}
+        for k in ("model_utterances_per_s", "worker_utterances_per_s"):
+            if k in r and k in old:
+                entry[f"{k}_new_over_legacy"] = round(r[k] / old[k], 2)
+            one = by.get((impl, 1), {})
+            if k in r and k in one:
+                entry[f"{k}_over_batch_1"] = round(r[k] / one[k], 2)
+        out.append(entry)
+    return out
 
 
 async def cost_vs_length(processor: BatchProcessor, recognizer: EmotionRecognizer, corpus: Corpus,
                          lengths: Sequence[int], naive_repeats: int) -> dict[str, Any]:
     call = f"long-{uuid.uuid4().hex[:6]}"
+    await register(processor.store, [call])
     path_s, model_s = [], []
     state = recognizer.open_call(call + "-m")
     inputs = corpus.inputs(call, max(lengths))
@@ -211,7 +288,7 @@ async def naive_worker(bootstrap: str, source: str, sink: str, group: str) -> No
 
 
 async def drive_load(bootstrap: str, source: str, sink: str, corpus: Corpus, calls: int, interval_s: float,
-                     duration_s: float, drain_s: float) -> dict[str, Any]:
+                     duration_s: float, drain_s: float, redis_url: str) -> dict[str, Any]:
     """Send the steady load and watch the output topic; returns lag and latency figures."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=16384, linger_ms=0)
     consumer = AIOKafkaConsumer(sink, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
@@ -220,6 +297,10 @@ async def drive_load(bootstrap: str, source: str, sink: str, corpus: Corpus, cal
     await consumer.start()
     sent, labelled, latencies, samples = 0, set(), [], []
     call_ids = [f"load-{uuid.uuid4().hex[:6]}-{i}" for i in range(calls)]
+    client = aioredis.Redis.from_url(redis_url)
+    for c in call_ids:
+        await client.set(call_key(c), "1", ex=3600)
+    await client.aclose()
     stop = asyncio.Event()
 
     async def watch() -> None:
@@ -307,7 +388,7 @@ async def lag_under_load(broker: TansuBroker, redis_url: str, corpus: Corpus, wo
             await asyncio.to_thread(wait_for, log, ready, proc)
             await asyncio.sleep(2)  # let the group settle
             out[name] = await drive_load(bootstrap, source, sink, corpus, calls, interval_s, duration_s,
-                                         drain_s)
+                                         drain_s, redis_url)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -315,11 +396,29 @@ async def lag_under_load(broker: TansuBroker, redis_url: str, corpus: Corpus, wo
     return out
 
 
+async def profile_worker(processor: BatchProcessor, corpus: Corpus, batch: int, warm: int,
+                         steps: int) -> str:
+    """A pyinstrument profile of the worker path at one batch size (text summary)."""
+    from pyinstrument import Profiler
+
+    calls = [f"prof-{uuid.uuid4().hex[:6]}-{i}" for i in range(batch)]
+    await register(processor.store, calls)
+    for seq in range(warm):
+        await processor.process([incoming(corpus.event(c, seq)) for c in calls])
+    profiler = Profiler(async_mode="enabled")
+    profiler.start()
+    for seq in range(warm, warm + steps):
+        await processor.process([incoming(corpus.event(c, seq)) for c in calls])
+    profiler.stop()
+    return profiler.output_text(unicode=False, color=False)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    recognizer = EmotionRecognizer.load()
+    torch.set_num_threads(args.torch_threads)
+    recognizer = EmotionRecognizer.load(device="cpu")
     corpus = Corpus(recognizer, args.meld, 400)
     work = Path(tempfile.mkdtemp(prefix="workers-bench-"))
+    legacy = load_legacy(work)
     with TansuBroker(free_port(), work / "tansu") as broker, RedisServer(free_port(), work / "redis") as rds:
         await ensure_topics(broker.bootstrap_servers, {"bench-emotions": 4})
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, max_batch_size=16384,
@@ -331,21 +430,52 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                           settings.call_stream_maxlen, settings.redis_retry_max_s, metrics)
         sink = KafkaSink(producer, "bench-emotions")
         processor = BatchProcessor(recognizer, store, sink, settings, metrics)
+        old_recognizer = legacy["inference"].EmotionRecognizer(recognizer.artifact)
+        old_metrics = WorkerMetrics()
+        old_store = legacy["state"].CallStore(aioredis.Redis.from_url(rds.url), settings.call_stream_ttl_s,
+                                              settings.call_stream_maxlen, settings.redis_retry_max_s,
+                                              old_metrics)
+        old_processor = legacy["processor"].BatchProcessor(old_recognizer, old_store, sink, settings,
+                                                           old_metrics)
+        impls: dict[str, tuple[Any, Any]] = {"legacy": (old_processor, old_recognizer),
+                                             "new": (processor, recognizer)}
+        if torch.cuda.is_available():
+            impls["new_cuda_model_only"] = (None, EmotionRecognizer.load(device="cuda"))
         try:
+            rows = await throughput(impls, corpus, store, args.batch_sizes, args.steps, args.warm)
             result = {
                 "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                             "device": str(recognizer.device), "model": repr(recognizer),
-                            "note": "2 CPU cores shared with other jobs; figures are indicative"},
-                "throughput": await throughput(processor, recognizer, corpus, args.batch_sizes, args.steps),
+                            "legacy_commit": LEGACY_COMMIT,
+                            "note": "2 CPU cores shared with other jobs; compare legacy and new "
+                                    "within this run (ratios), not across runs"},
+                "throughput": rows,
+                "speedup": speedups(rows),
+                "state_bytes_per_call": state_sizes(recognizer, corpus),
                 "cost_vs_call_length": await cost_vs_length(processor, recognizer, corpus, [10, 100, 1000],
                                                             args.naive_repeats),
             }
+            if args.profile:
+                text = await profile_worker(processor, corpus, 64, args.warm, args.steps)
+                (args.out.parent / "workers_bench_profile.txt").write_text(text)
+                print(text[:6000])
         finally:
             await producer.stop()
             await store.client.aclose()
-        result["lag_under_load"] = await lag_under_load(broker, rds.url, corpus, work, args.calls,
-                                                        args.interval_s, args.duration_s, args.drain_s)
+            await old_store.client.aclose()
+        if not args.skip_lag:
+            result["lag_under_load"] = await lag_under_load(broker, rds.url, corpus, work, args.calls,
+                                                            args.interval_s, args.duration_s, args.drain_s)
     return result
+
+
+def state_sizes(recognizer: EmotionRecognizer, corpus: Corpus) -> dict[str, Any]:
+    """Bytes of one call's stored state with a full window, binary vs the old JSON form."""
+    state = recognizer.open_call("size-call-0123456789")
+    for u in corpus.inputs("size-call-0123456789", recognizer.past + recognizer.future + 3):
+        state, _ = recognizer.add_utterance(state, u)
+    return {"nodes": len(state.nodes), "binary": len(state.to_bytes()),
+            "json_base64": len(json.dumps(state.to_dict(), separators=(",", ":")))}
 
 
 def main() -> None:
@@ -355,8 +485,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--meld", type=Path, default=ROOT.parent / "shared" / "data" / "meld")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "workers_bench.json")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16, 64])
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16, 64, 256])
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warm", type=int, default=20, help="utterances per call before timing")
+    p.add_argument("--torch-threads", type=int, default=2)
+    p.add_argument("--profile", action="store_true", help="pyinstrument the worker path at batch 64")
+    p.add_argument("--skip-lag", action="store_true", help="leave out lag_under_load")
     p.add_argument("--naive-repeats", type=int, default=3)
     p.add_argument("--calls", type=int, default=16)
     p.add_argument("--interval-s", type=float, default=0.5)

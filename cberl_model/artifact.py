@@ -117,6 +117,16 @@ def _read_card(path: Path) -> dict[str, Any]:
     if card["format_version"] != FORMAT_VERSION:
         raise ModelError(f"{config} has format_version {card['format_version']}; this code "
                          f"reads version {FORMAT_VERSION}")
+    labels = card["labels"]
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ModelError(f"{config}: labels must be a non-empty list of strings")
+    for key in ("architecture", "feature_spec"):
+        if not isinstance(card[key], dict):
+            raise ModelError(f"{config}: {key} must be a JSON object, got {type(card[key]).__name__}")
+    if not all(isinstance(v, dict) for v in card["feature_spec"].values()):
+        raise ModelError(f"{config}: every feature_spec entry must be a JSON object")
+    if card.get("encoder") is not None and not isinstance(card["encoder"], dict):
+        raise ModelError(f"{config}: encoder must be a JSON object or null")
     return card
 
 
@@ -133,7 +143,7 @@ def _build_model(card: dict[str, Any], path: Path) -> CBERL:
     try:
         config = CBERLConfig(**card["architecture"])
         model = CBERL(config)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
         raise ModelError(f"{path / 'config.json'}: architecture does not fit this code: {exc}") from exc
     if config.num_classes != len(card["labels"]):
         raise ModelError(f"{path / 'config.json'}: {len(card['labels'])} labels but the "
@@ -152,6 +162,14 @@ def _build_model(card: dict[str, Any], path: Path) -> CBERL:
 
 
 def _build_encoder(card: dict[str, Any], path: Path) -> TextEncoder:
+    try:
+        return _encoder_of(card, path)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{path / 'config.json'}: malformed encoder entry: "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
+def _encoder_of(card: dict[str, Any], path: Path) -> TextEncoder:
     enc = card.get("encoder")
     if not enc:
         raise ModelError(f"{path / 'config.json'}: text features need an encoder entry")
@@ -189,8 +207,9 @@ def load_artifact(path: str | Path | None = None,
     card = _read_card(path)
     try:
         feature_spec = spec_from_json(card["feature_spec"])
-    except TypeError as exc:
-        raise ModelError(f"{path / 'config.json'}: malformed feature_spec: {exc}") from exc
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        raise ModelError(f"{path / 'config.json'}: malformed feature_spec: "
+                         f"{type(exc).__name__}: {exc}") from exc
     for modality, spec in feature_spec.items():
         if spec.extractor != PRECOMPUTED:
             try:

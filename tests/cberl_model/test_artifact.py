@@ -18,7 +18,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cberl_model.artifact import FORMAT_VERSION, ModelError, load_artifact, save_artifact
+from cberl_model.artifact import (
+    DEFAULT_MODEL_DIR,
+    FORMAT_VERSION,
+    ModelError,
+    load_artifact,
+    save_artifact,
+)
 from cberl_model.features.corpus_features import (
     PRECOMPUTED,
     TEXT_ENCODER,
@@ -364,3 +370,22 @@ def test_text_encoder_artifact(tmp_path: Path) -> None:
                                lambda c: c["feature_spec"]["text"].update(feature_id="ffffffffffffffff"))
     with pytest.raises(ModelError, match="differ from the ones it was trained on"):
         load_artifact(other_adapter)
+
+
+MALFORMED_CONFIGS = {
+    "labels-not-a-list": lambda card: card.update(labels=5),
+    "feature-spec-a-list": lambda card: card.update(feature_spec=[1]),
+    "encoder-a-string": lambda card: card.update(encoder="x"),
+    "encoder-without-model": lambda card: card["encoder"].pop("model"),
+    "lora-a-string": lambda card: card["encoder"].update(lora="x"),
+    "lora-without-targets": lambda card: card["encoder"].update(lora={"rank": 1}),
+    "input-dims-a-string": lambda card: card["architecture"].update(input_dims="x"),
+}
+"""``config.json`` damage that once escaped as TypeError/KeyError/AttributeError (default model)."""
+
+
+@pytest.mark.parametrize("damage", list(MALFORMED_CONFIGS))
+def test_malformed_config_is_a_model_error(tmp_path: Path, damage: str) -> None:
+    path = copy_model(DEFAULT_MODEL_DIR, tmp_path / "m", MALFORMED_CONFIGS[damage])
+    with pytest.raises(ModelError, match="config.json"):
+        load_artifact(path)

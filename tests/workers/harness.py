@@ -24,6 +24,9 @@ from deploy.services import HOST, free_port
 from tests.factories import call_ended, utterance
 from tests.fixtures_services import ServiceProcess
 
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository root (where ``python -m workers`` runs)."""
+
 
 @dataclass(frozen=True)
 class Topics:

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from cberl_model.artifact import DEFAULT_MODEL_DIR
 from deploy.services import RedisServer, TansuBroker, free_port
+from tests.cberl_model.model_dirs import copy_model
+from tests.cberl_model.test_artifact import MALFORMED_CONFIGS
 from tests.workers.harness import ROOT
 from workers.settings import WorkerSettings
 
@@ -77,5 +80,20 @@ def test_cli_bad_model_dir(tansu_broker: TansuBroker, redis_server: RedisServer,
                      "--model-dir", f"{tmp_path}/no-model", "--utterances-topic", "cli-u",
                      "--emotions-topic", "cli-e", "--dead-letter-topic", "cli-d")
     assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot load the model from")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("damage", ["labels-not-a-list", "feature-spec-a-list", "encoder-a-string",
+                                    "encoder-without-model", "input-dims-a-string"])
+def test_cli_malformed_model_config(tansu_broker: TansuBroker, redis_server: RedisServer,
+                                    tmp_path: Path, damage: str) -> None:
+    """Each damaged config.json: one ``error:`` line and exit 2 (once a traceback, exit 1)."""
+    model = copy_model(DEFAULT_MODEL_DIR, tmp_path / "m", MALFORMED_CONFIGS[damage])
+    result = run_cli("--broker-bootstrap-servers", tansu_broker.bootstrap_servers,
+                     "--redis-url", redis_server.url, "--model-dir", str(model),
+                     "--utterances-topic", "cli-u", "--emotions-topic", "cli-e",
+                     "--dead-letter-topic", "cli-d")
+    assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: cannot load the model from")
     assert "Traceback" not in result.stderr
