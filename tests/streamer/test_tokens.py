@@ -54,3 +54,20 @@ def test_issue_rejects_bad_arguments() -> None:
         issue_token(SECRET, "c-1", "participant", 60)
     with pytest.raises(ValueError, match="role"):
         issue_token(SECRET, "c-1", "admin", 60)  # type: ignore[arg-type]
+
+
+def test_an_invite_token_is_its_own_role() -> None:
+    token = issue_token(SECRET, "c-1", "invite", 60)
+    assert verify_token(SECRET, token, "c-1", "invite").role == "invite"
+    with pytest.raises(TokenError) as err:
+        verify_token(SECRET, token, "c-1", ("participant", "subscriber"))
+    assert (err.value.status, str(err.value)) == (
+        403, "token has role 'invite'; this needs 'participant' or 'subscriber'")
+
+
+@pytest.mark.parametrize("token", ["é.é", "abc.d\u00e9f", "\ud800.x", "x" * 5000])
+def test_non_ascii_or_huge_tokens_are_401_not_500(token: str) -> None:
+    """``hmac.compare_digest`` raised TypeError on non-ASCII str: a 500 with a traceback."""
+    with pytest.raises(TokenError) as err:
+        verify_token(SECRET, token, "c-1", "subscriber")
+    assert (err.value.status, str(err.value)) == (401, "malformed token: expected PAYLOAD.SIGNATURE in ASCII")
