@@ -502,5 +502,5 @@ async def _on_shutdown(app: web.Application) -> None:
     await app[TRANSCRIPTS].drain(timeout_s=left_s() * 0.5)
     await app[CALL_STORE].drain(timeout_s=left_s() * 0.5)
     await app[REDIS].aclose()
-    await app[SUB_REDIS].aclose()
+    await app[SUB_REDIS].aclose(close_connection_pool=True)
 
