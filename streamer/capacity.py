@@ -5,9 +5,10 @@ The streamer knows how loaded it is from three signals, sampled on the event loo
 - **ASR backlog**: seconds of audio queued for (or in) Whisper
   (:attr:`streamer.analyzer.SegmentAnalyzer.backlog_s`). Above ``capacity_max_backlog_s``
   the ASR thread is behind: labels of the admitted calls are already late.
-- **Event-loop lag**: how late a 100 ms timer fires (max over the last 2 s). Audio decode,
-  VAD, RTP and signaling all run on the loop; above ``capacity_max_loop_lag_ms`` media
-  of admitted calls is already delayed.
+- **Event-loop lag**: how late a 100 ms timer fires, the median over the last 3 s (a
+  sustained lag, not the one-off stall of a join's DTLS handshake). Audio decode, VAD,
+  RTP and signaling all run on the loop; above ``capacity_max_loop_lag_ms`` media of
+  admitted calls is already delayed.
 - **ASR utilization**: the ASR thread's busy share over the last 10 s, divided by the
   live audio streams, is the cost of one participant; projected with the newcomers,
   it must stay below ``capacity_max_asr_utilization``. This refuses *before* a backlog
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import statistics
 from collections import deque
 from typing import Protocol
 
@@ -37,7 +39,7 @@ from streamer.settings import StreamerSettings
 log = logging.getLogger(__name__)
 
 _TICK_S = 0.1
-_LAG_WINDOW_S = 2.0
+_LAG_WINDOW_S = 3.0
 _UTIL_WINDOW_S = 10.0
 
 
@@ -106,8 +108,10 @@ class Capacity:
                 self._busy.popleft()
 
     def loop_lag_s(self) -> float:
-        """The worst timer delay of the last 2 s."""
-        return max((lag for _, lag in self._lags), default=0.0)
+        """The median timer delay of the last 3 s."""
+        if not self._lags:
+            return 0.0
+        return float(statistics.median(lag for _, lag in self._lags))
 
     def utilization(self) -> float:
         """The ASR thread's busy share over the last 10 s (0..1)."""

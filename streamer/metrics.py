@@ -45,7 +45,7 @@ class StreamerMetrics:
         self.asr_backlog = Gauge("streamer_asr_backlog_seconds",
                                  "Seconds of audio queued for ASR or being transcribed", registry=r)
         self.loop_lag = Gauge("streamer_event_loop_lag_seconds",
-                              "Worst delay of a 100 ms event-loop timer over the last 2 s", registry=r)
+                              "Median delay of a 100 ms event-loop timer over the last 3 s", registry=r)
         self.asr_utilization = Gauge("streamer_asr_utilization",
                                      "Busy share of the ASR thread over the last 10 s", registry=r)
         self.admission_refused = Counter("streamer_admission_refused_total",
