@@ -13,6 +13,7 @@ and writes what the page showed as JSON for the test to check.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 import time
@@ -95,15 +96,23 @@ def run(wav: Path, out: Path, expected_utterances: int) -> dict[str, object]:
             before_end = _shown(driver)
             invite = driver.find_element(By.ID, "invite-link").get_attribute("value")
             call_id = invite.split("call=")[1].split("#")[0]
+            invite_role = _role(invite.split("#invite=")[1])
             driver.find_element(By.ID, "end").click()
             _wait(driver, 60, "every label final", lambda rows: rows and all(r["final"] for r in rows))
             driver.save_screenshot(str(out / "page.png"))
             result = {"labels": labels, "before_end": before_end, "shown": _shown(driver),
-                      "timings": timings, "call_id": call_id}
+                      "timings": timings, "call_id": call_id, "invite_role": invite_role}
         finally:
             driver.quit()
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _role(token: str) -> str:
+    """The role a token claims (its payload, unverified): the invite link must not carry a
+    participant or subscriber credential."""
+    payload = token.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["role"]
 
 
 def main() -> int:

@@ -45,6 +45,7 @@ def test_page_shows_transcript_and_final_emotion_chips(tmp_path: Path) -> None:
     assert (out / "page.png").stat().st_size > 10_000
     assert len(shown) == len(SENTENCES), shown
     assert {row["speaker"] for row in shown} == {"Ada"}
+    assert result["invite_role"] == "invite"  # the invite link mints participants, reads nothing
     # Before the call ended, the last utterance lacked future context: provisional.
     assert result["before_end"][-1]["label"] and not result["before_end"][-1]["final"]
     for row, sentence in zip(shown, SENTENCES, strict=True):
