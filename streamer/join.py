@@ -242,7 +242,8 @@ async def _main(args: argparse.Namespace) -> None:
         if args.invite:
             args.token = (await add_participant(server, args.call, args.name, args.invite))["token"]
         if not args.token:
-            raise JoinError("--call needs --token (a participant token) or --invite (the call's invite token)")
+            raise JoinError("--call needs --token (a participant token) or --invite (the call's "
+                            "invite token)")
         call_id, token, header = args.call, args.token, {"call_id": args.call}
     print(json.dumps({**header, "name": args.name}), flush=True)
     await join_call(server, call_id, token, args.wav, args.video, grace_s=args.grace_s,
