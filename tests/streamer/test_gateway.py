@@ -120,7 +120,8 @@ async def test_health_readiness_metrics_cors(gateway: Gateway) -> None:
     assert await gateway.get("/healthz") == (200, {"status": "ok"})
     status, ready = await async_wait_until(  # the producer connects in the background
         lambda: _ready(gateway), 10, interval_s=0.2, message="the gateway never got ready")
-    assert (status, ready) == (200, {"ready": True, "checks": {"broker": "ok", "redis": "ok"}})
+    assert (status, ready) == (200, {"ready": True, "checks": {"broker": "ok", "redis": "ok",
+                                                                "capacity": "ok"}})
     status, text = await gateway.get("/metrics")
     for name in ("streamer_active_calls", "streamer_utterance_latency_seconds_bucket",
                  "streamer_asr_real_time_factor_bucket", "streamer_dropped_audio_frames_total"):
