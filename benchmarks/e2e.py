@@ -11,12 +11,14 @@ alike, N two-party calls run at once:
   turn-taking gaps of a real call (250-600 ms between speakers, 500-900 ms between two
   utterances of one speaker; seeded), one WAV per speaker;
 - each participant is a ``python -m streamer.join`` process streaming its WAV in real time;
+  call i starts i seconds after the first (calls arrive; admission control sees them);
 - one SSE subscriber per call (``GET /v1/calls/{id}/emotions``) records when each
   transcript and emotion event arrives.
 
 Reported per policy and N: revision-0 and final latency p50/p95/p99 (arrival at the
 subscriber minus the utterance's ``end_of_speech_at``), transcript WER against the script,
-live segments per truth utterance, truth utterances with no final label (lost), calls
+live utterances overlapping each truth utterance, truth utterances no live utterance with a
+final label overlaps (lost), calls
 refused (503) and client exit codes, streamer CPU (cores), and agreement of the live final
 labels with the offline model's labels on the gold text (each truth utterance takes the
 label of the live utterance that overlaps it most).
@@ -61,13 +63,15 @@ POLICIES: dict[str, dict[str, str]] = {
     # today's (revision-0) policy: faster-whisper's 30 s window, one segment per call, VAD segments
     "baseline": {"CBERL_ASR_WINDOW_S": "30", "CBERL_ASR_MAX_BATCH": "1", "CBERL_UTTERANCE_UNIT": "segment",
                  "CBERL_CAPACITY_MAX_BACKLOG_S": "100000", "CBERL_CAPACITY_MAX_LOOP_LAG_MS": "100000",
-                 "CBERL_CAPACITY_MAX_ASR_UTILIZATION": "1.0", "CBERL_ASR_DEGRADE_BACKLOG_S": "100000"},
+                 "CBERL_CAPACITY_MAX_ASR_UTILIZATION": "1.0", "CBERL_ASR_DEGRADE_BACKLOG_S": "100000",
+                 "CBERL_ASR_SPECULATE_MS": "0"},
     # the new defaults (10 s window, batching, admission control), VAD segments
     "segment": {"CBERL_UTTERANCE_UNIT": "segment"},
     # the new defaults with turns as the unit of analysis
     "turn": {"CBERL_UTTERANCE_UNIT": "turn"},
 }
 LEAD_S, TAIL_S = 1.0, 2.5
+STAGGER_S = 1.0
 
 
 # -- the script ---------------------------------------------------------------------------
@@ -152,7 +156,8 @@ def offline_labels(dialogues: list[Dialogue]) -> None:
         from cberl_model.inference import UtteranceInput
 
         for t in d.truths:
-            state, updates = recognizer.add_utterance(state, UtteranceInput(str(t.index), t.speaker, text=t.text))
+            item = UtteranceInput(str(t.index), t.speaker, text=t.text)
+            state, updates = recognizer.add_utterance(state, item)
             labels.update({u.utterance_id: u.label for u in updates})
         state, updates = recognizer.end_call(state)
         labels.update({u.utterance_id: u.label for u in updates})
@@ -275,7 +280,7 @@ def score_call(dialogue: Dialogue, log: dict[str, Any]) -> dict[str, Any]:
             final[uid] = e["_arrived_ms"]
             label[uid] = e["label"]
     lat0, latf = [], []
-    for uid, u in utts.items():
+    for uid in utts:
         eos = eos_of.get(uid)
         if not eos:
             continue
@@ -283,7 +288,8 @@ def score_call(dialogue: Dialogue, log: dict[str, Any]) -> dict[str, Any]:
             lat0.append(rev0[uid] - eos)
         if uid in final:
             latf.append(final[uid] - eos)
-    # map live utterances onto the truth (same speaker, most overlap on the speaker's WAV)
+    # live utterances on the speaker's WAV; each truth utterance is covered by every live
+    # utterance of its speaker that overlaps it (a turn may cover several truths)
     covering: dict[int, list[tuple[int, str]]] = defaultdict(list)
     hyp_text: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for uid, u in utts.items():
@@ -291,15 +297,10 @@ def score_call(dialogue: Dialogue, log: dict[str, Any]) -> dict[str, Any]:
         offset = log["offsets"].get(speaker, 0)
         start, end = u["start_ms"] - offset, u["end_ms"] - offset
         hyp_text[speaker].append((start, u["text"]))
-        best, best_overlap = None, 0
         for t in dialogue.truths:
-            if t.speaker != speaker:
-                continue
             overlap = min(end, t.end_ms) - max(start, t.start_ms)
-            if overlap > best_overlap:
-                best, best_overlap = t, overlap
-        if best is not None:
-            covering[best.index].append((best_overlap, uid))
+            if t.speaker == speaker and overlap > 0:
+                covering[t.index].append((overlap, uid))
     errors = ref_words = 0
     for s in "AB":
         ref = " ".join(t.text for t in dialogue.truths if t.speaker == s)
@@ -307,13 +308,14 @@ def score_call(dialogue: Dialogue, log: dict[str, Any]) -> dict[str, Any]:
         e, n = _wer_counts(ref, hyp)
         errors, ref_words = errors + e, ref_words + n
     lost = agree = gold_hits = scored = 0
-    segments = []
+    segments, lost_texts = [], []
     for t in dialogue.truths:
         cands = covering.get(t.index, [])
         segments.append(len(cands))
         labelled = [(o, uid) for o, uid in cands if uid in label]
         if not labelled:
             lost += 1
+            lost_texts.append(t.text)
             continue
         live = label[max(labelled)[1]]
         scored += 1
@@ -321,7 +323,7 @@ def score_call(dialogue: Dialogue, log: dict[str, Any]) -> dict[str, Any]:
         gold_hits += live == t.gold
     return {"lat0": lat0, "latf": latf, "wer_errors": errors, "wer_words": ref_words,
             "segments": segments, "lost": lost, "truths": len(dialogue.truths), "agree": agree,
-            "gold_hits": gold_hits, "scored": scored,
+            "gold_hits": gold_hits, "scored": scored, "lost_texts": lost_texts,
             "offline_gold_hits": sum(dialogue.offline.get(t.index) == t.gold for t in dialogue.truths)}
 
 
@@ -353,12 +355,21 @@ async def run_level(stack: EmbeddedStack, dialogues: list[Dialogue], n: int) -> 
     pid = stack.streamer.pid
     cpu0, t0 = _cpu_s(pid), time.monotonic()
     degraded0 = await _metric(url, "streamer_asr_degraded_segments_total")
+    names = ("streamer_utterance_latency_seconds_sum", "streamer_utterance_latency_seconds_count",
+             "streamer_asr_real_time_factor_sum", "streamer_asr_real_time_factor_count",
+             'streamer_utterances_total{outcome="no_speech"}')
+    before = [await _metric(url, m) for m in names]
     longest_s = max(len(d.truths) for d in dialogues) * 6 + 30
     picked = [dialogues[i % len(dialogues)] for i in range(n)]
-    logs = await asyncio.gather(*(run_call(url, d, i, longest_s) for i, d in enumerate(picked)))
+    async def staggered(i: int, d: Dialogue) -> dict[str, Any]:
+        await asyncio.sleep(i * STAGGER_S)  # calls arrive one after another, as admission sees them
+        return await run_call(url, d, i, longest_s)
+
+    logs = await asyncio.gather(*(staggered(i, d) for i, d in enumerate(picked)))
     wall_s = time.monotonic() - t0
     cpu = (_cpu_s(pid) - cpu0) / wall_s
     degraded = await _metric(url, "streamer_asr_degraded_segments_total") - degraded0
+    d = [await _metric(url, m) - b for m, b in zip(names, before, strict=True)]
     scores = [score_call(d, log) for d, log in zip(picked, logs, strict=True) if log["refused"] is None]
     lat0 = [x for s in scores for x in s["lat0"]]
     latf = [x for s in scores for x in s["latf"]]
@@ -380,6 +391,10 @@ async def run_level(stack: EmbeddedStack, dialogues: list[Dialogue], n: int) -> 
         "live_accuracy_vs_gold": round(sum(s["gold_hits"] for s in scores) / scored, 4) if scored else None,
         "offline_accuracy_vs_gold": round(sum(s["offline_gold_hits"] for s in scores)
                                           / max(sum(s["truths"] for s in scores), 1), 4),
+        "lost_texts": [t for s in scores for t in s["lost_texts"]][:6],
+        "no_speech_discards": d[4],
+        "streamer_share_ms_mean": round(d[0] / d[1] * 1000, 1) if d[1] else None,
+        "asr_rtf_mean": round(d[2] / d[3], 3) if d[3] else None,
         "degraded_segments": degraded, "streamer_cpu_cores": round(cpu, 3), "wall_s": round(wall_s, 1),
     }
 
@@ -398,9 +413,11 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         l0, lf = r["rev0_latency_ms"] or {}, r["final_latency_ms"] or {}
         codes = ",".join(str(c) for c in sorted(set(r["client_exit_codes"]))) or "-"
         lines.append(
-            f"| {r['policy']} | {r['calls']} | {r['calls_refused']} | {l0.get('p50', '-')}/{l0.get('p95', '-')}/"
-            f"{l0.get('p99', '-')} | {lf.get('p50', '-')}/{lf.get('p95', '-')} | {r['wer']} | "
-            f"{r['segments_per_truth']} | {r['lost']}/{r['truth_utterances']} | {r['agreement_with_offline']} | "
+            f"| {r['policy']} | {r['calls']} | {r['calls_refused']} | "
+            f"{l0.get('p50', '-')}/{l0.get('p95', '-')}/{l0.get('p99', '-')} | "
+            f"{lf.get('p50', '-')}/{lf.get('p95', '-')} | {r['wer']} | "
+            f"{r['segments_per_truth']} | {r['lost']}/{r['truth_utterances']} | "
+            f"{r['agreement_with_offline']} | "
             f"{r['streamer_cpu_cores']} | {codes} |")
     (out.with_suffix(".md")).write_text("\n".join(lines) + "\n")
 

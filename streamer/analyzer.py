@@ -13,7 +13,8 @@ dropping**: while the backlog exceeds ``degrade_backlog_s`` the thread takes the
 queue as one batch (throughput over the latency of the first in it) and, when
 ``degrade_window_s`` is set, transcribes with that shorter encoder window (cheaper, worse
 WER; unset by default because tiny.en's WER breaks below a 10 s window); it logs a
-WARNING when it starts and an INFO when it stops, and counts such segments in ``streamer_asr_degraded_segments_total``. No segment is ever
+WARNING when it starts and an INFO when it stops, and counts such segments in
+``streamer_asr_degraded_segments_total``. No segment is ever
 dropped for load.
 
 No invented text: Whisper hallucinates on noise and silence ("Thank you.", WhisperLive
@@ -153,7 +154,19 @@ class SegmentAnalyzer:
             self._queue.append(job)
             self._queued_s += job.duration_s
             self._wake.notify()
-        return await job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:  # a discarded speculation: leave the queue if not started
+            with self._wake:
+                if job in self._queue:
+                    self._queue.remove(job)
+                    self._queued_s = max(self._queued_s - job.duration_s, 0.0)
+            raise
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or running: speculative work delays nobody."""
+        return not self._queue and self._running_s == 0.0
 
     def _take(self) -> tuple[list[_Job], bool] | None:
         with self._wake:

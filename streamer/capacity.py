@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _TICK_S = 0.1
 _LAG_WINDOW_S = 3.0
 _UTIL_WINDOW_S = 10.0
+_MIN_LAG_SAMPLES = 3
 
 
 class LoadSource(Protocol):
@@ -76,6 +77,7 @@ class Capacity:
         self._lags: deque[tuple[float, float]] = deque()
         self._busy: deque[tuple[float, float]] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._started_s = 0.0
         if metrics is not None:
             metrics.asr_backlog.set_function(lambda: self._source.backlog_s)
             metrics.loop_lag.set_function(self.loop_lag_s)
@@ -96,6 +98,7 @@ class Capacity:
 
     async def _sample(self) -> None:
         loop = asyncio.get_running_loop()
+        self._started_s = loop.time()
         while True:
             planned = loop.time() + _TICK_S
             await asyncio.sleep(_TICK_S)  # a period: how late it wakes is the measurement
@@ -109,8 +112,8 @@ class Capacity:
 
     def loop_lag_s(self) -> float:
         """The median timer delay of the last 3 s."""
-        if not self._lags:
-            return 0.0
+        if len(self._lags) < _MIN_LAG_SAMPLES or self._lags[-1][0] - self._started_s < 1.0:
+            return 0.0  # just started: too few ticks to call a lag sustained
         return float(statistics.median(lag for _, lag in self._lags))
 
     def utilization(self) -> float:

@@ -281,7 +281,8 @@ def _new_participant(app: web.Application, call: Call, claims: TokenClaims) -> P
     vad = VadParams(threshold=settings.vad_threshold, min_silence_ms=settings.vad_min_silence_ms,
                     min_speech_ms=settings.vad_min_speech_ms, speech_pad_ms=settings.vad_speech_pad_ms,
                     max_utterance_s=settings.max_utterance_s,
-                    turn_silence_ms=settings.turn_pause_ms if settings.utterance_unit == "turn" else None)
+                    turn_silence_ms=settings.turn_pause_ms if settings.utterance_unit == "turn" else None,
+                    speculate_ms=settings.asr_speculate_ms or None)
     pipeline = ParticipantPipeline(speaker, call.sequencer, app[ANALYZER], app[METRICS],
                                    call.media_offset_ms, vad, settings.video_sample_fps)
     pc = RTCPeerConnection(rtc_configuration())

@@ -58,3 +58,7 @@ class StreamerMetrics:
             "Segments transcribed degraded (shorter encoder window) because of the backlog", registry=r)
         self.asr_batch_size = Histogram("streamer_asr_batch_size", "Segments per Whisper call",
                                         buckets=(1, 2, 4, 8, 16, 32), registry=r)
+        self.asr_speculation = Counter(
+            "streamer_asr_speculation_total",
+            "Segments transcribed when silence began: used (the segment closed as guessed) or wasted",
+            ["outcome"], registry=r)

@@ -9,6 +9,11 @@ speech is open then is flushed as a final segment, not lost.
 Turn mode (``VadParams.turn_silence_ms``): the participants of a call share a
 :class:`Floor`; when one starts talking, the others' endpointers yield the floor
 (:meth:`streamer.vad.Endpointer.yield_floor`), which ends their open turn at its pause.
+
+Speculation (``VadParams.speculate_ms``): when the endpointer offers a tentative segment
+(silence has begun) and the ASR is idle, it is transcribed at once; if the segment that
+closes has the same bounds the result is used (the ASR ran during the silence wait),
+otherwise it is discarded (``streamer_asr_speculation_total{outcome}``).
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ class ParticipantPipeline:
         self.offset_ms: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._audio_task: asyncio.Task[None] | None = None
+        self._speculation: tuple[int, int, asyncio.Task[AnalyzedSegment]] | None = None
 
     def add_track(self, track: MediaStreamTrack) -> None:
         """Start consuming an audio or video track."""
@@ -160,6 +166,9 @@ class ParticipantPipeline:
                 starts = self._endpointer.speech_starts
                 for segment in self._endpointer.feed(chunk.samples, arrival_ms):
                     self._submit(segment)
+                tentative = self._endpointer.take_tentative()
+                if tentative is not None:
+                    self._speculate(tentative)
                 if self._floor is not None and self._endpointer.speech_starts != starts:
                     self._floor.speech_started(self, arrival_ms)
         except MediaStreamError:
@@ -186,17 +195,42 @@ class ParticipantPipeline:
                     continue
                 self._frames.append(frame.to_ndarray(format="rgb24"))  # type: ignore[union-attr]
 
+    def _speculate(self, tentative: SpeechSegment) -> None:
+        """Transcribe a tentative segment now if the ASR is idle and no video is attached."""
+        self._drop_speculation()
+        if self._frames or not self._analyzer.idle:
+            return
+        task = asyncio.ensure_future(self._analyzer.process(tentative, self._video_fps))
+        self._speculation = (tentative.start_sample, tentative.end_sample, task)
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation[2].cancel()
+            self._speculation = None
+            self._metrics.asr_speculation.labels(outcome="wasted").inc()
+
     def _submit(self, segment: SpeechSegment) -> None:
         """Reserve the segment's place in the call order and recognise it in the background."""
         frames, self._frames = tuple(self._frames), []
         if frames:
             segment = dataclasses.replace(segment, frames=frames)
+        speculative = None
+        bounds = (segment.start_sample, segment.end_sample)
+        if self._speculation is not None and self._speculation[:2] == bounds and not frames:
+            speculative, self._speculation = self._speculation[2], None
+            self._metrics.asr_speculation.labels(outcome="used").inc()
+        else:
+            self._drop_speculation()
         slot = self._sequencer.reserve()
-        self._spawn(self._analyze(segment, slot), f"segment-{segment.start_sample}")
+        self._spawn(self._analyze(segment, slot, speculative), f"segment-{segment.start_sample}")
 
-    async def _analyze(self, segment: SpeechSegment, slot: asyncio.Future[EventFactory | None]) -> None:
+    async def _analyze(self, segment: SpeechSegment, slot: asyncio.Future[EventFactory | None],
+                       speculative: asyncio.Future[AnalyzedSegment] | None = None) -> None:
         try:
-            analyzed = await self._analyzer.process(segment, self._video_fps)
+            if speculative is not None:
+                analyzed = dataclasses.replace(await speculative, segment=segment)
+            else:
+                analyzed = await self._analyzer.process(segment, self._video_fps)
         except Exception as exc:  # a failing stage must not stop the call: report and go on
             log.exception("recognition failed for %s in call %s", self.speaker.speaker_id,
                           self.speaker.call_id)

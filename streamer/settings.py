@@ -45,9 +45,12 @@ class StreamerSettings(SharedSettings):
                                 description="segment: every VAD segment; turn: a speaker's segments "
                                             "until another speaks or turn_pause_ms of silence")
     turn_pause_ms: int = Field(default=700, ge=100, description="silence that ends a turn")
+    asr_speculate_ms: int = Field(default=100, ge=0, description="transcribe a segment this long into "
+                                                                 "its closing silence when the ASR is idle "
+                                                                 "(at least vad_speech_pad_ms); 0: never")
     capacity_max_backlog_s: float = Field(default=3.0, gt=0,
                                           description="new calls/joins refused above this ASR backlog")
-    capacity_max_loop_lag_ms: float = Field(default=150.0, gt=0,
+    capacity_max_loop_lag_ms: float = Field(default=250.0, gt=0,
                                             description="new calls/joins refused above this event-loop lag")
     capacity_max_asr_utilization: float = Field(
         default=0.7, gt=0, le=1.0, description="refused when the ASR thread's busy share (last "

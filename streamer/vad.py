@@ -22,6 +22,12 @@ Rules (silero's, made streaming):
 ``turn_silence_ms`` of silence instead, or after ``min_silence_ms`` once another
 participant of the call has started talking (:meth:`Endpointer.yield_floor`, called by
 the pipeline): one speaker's pauses inside a turn no longer split it.
+
+**Speculation** (``speculate_ms`` set): once a silence run inside speech has lasted
+``max(speculate_ms, speech_pad_ms)``, :meth:`Endpointer.take_tentative` hands out the
+segment as it would close if the silence holds (same bounds, audio and end-of-speech
+time), so ASR can run during the rest of the silence wait. If speech resumes, the
+segment that eventually closes has other bounds and the tentative one is discarded.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class VadParams:
     max_utterance_s: float = 15.0
     turn_silence_ms: int | None = None
     """Turn mode: the silence that ends a turn while nobody else talks (``None``: segments)."""
+    speculate_ms: int | None = None
+    """Offer a tentative segment after this much silence (``None``: never)."""
 
 
 class SileroStream:
@@ -98,6 +106,10 @@ class Endpointer:
         self._turn_silence = (params.turn_silence_ms * SAMPLE_RATE // 1000
                               if params.turn_silence_ms is not None else None)
         self._floor_taken = False                 # turn mode: another participant started talking
+        self._speculate = (max(params.speculate_ms, params.speech_pad_ms) * SAMPLE_RATE // 1000
+                           if params.speculate_ms is not None else None)
+        self._speculated_for: int | None = None   # silence start a tentative segment was made for
+        self._tentative: SpeechSegment | None = None
         self.speech_starts = 0
         """Segments opened so far (the pipeline tells the call's other participants)."""
         self._min_speech = params.min_speech_ms * SAMPLE_RATE // 1000
@@ -157,9 +169,20 @@ class Endpointer:
             self._silence_start = block_start
         if self._silence_start is not None and self._position - self._silence_start >= self._silence_needed():
             return self._close(self._silence_start, "silence")
+        if (self._speculate is not None and self._silence_start is not None
+                and self._speculated_for != self._silence_start
+                and self._position - self._silence_start >= self._speculate
+                and self._silence_start - self._speech_start >= self._min_speech):
+            self._speculated_for = self._silence_start
+            self._tentative = self._segment(self._speech_start, self._silence_start, "silence")
         if self._position - self._speech_start >= self._max_len:
             return self._close(self._split_point(), "max_length")
         return None
+
+    def take_tentative(self) -> SpeechSegment | None:
+        """The segment as it would close if the current silence holds (once per silence run)."""
+        tentative, self._tentative = self._tentative, None
+        return tentative
 
     def _silence_needed(self) -> int:
         if self._turn_silence is None or self._floor_taken:
@@ -187,13 +210,8 @@ class Endpointer:
         """Emit speech ``[speech_start, end)`` and reset; on a split, speech goes on from ``end``."""
         assert self._speech_start is not None
         start = self._speech_start
-        audio_start = max(start - self._pad, self._blocks_start)
-        audio_end = min(end + self._pad, self._position) if reason != "max_length" else end
-        audio = np.concatenate(self._blocks)[audio_start - self._blocks_start:audio_end - self._blocks_start]
-        lag_ms = (self._position - end) * 1000 // SAMPLE_RATE
-        segment = SpeechSegment(
-            audio=audio, start_sample=start, end_sample=end, reason=reason,
-            end_of_speech_at_ms=self._last_arrival_ms - lag_ms, endpointed_at_ms=self._last_arrival_ms)
+        segment = self._segment(start, end, reason)
+        self._tentative = None
         if reason == "max_length":
             self._speech_start = end
             kept = len(self._probs) - (end - (self._position - len(self._probs) * BLOCK)) // BLOCK
@@ -207,6 +225,16 @@ class Endpointer:
         if reason != "max_length" and end - start < self._min_speech:
             return None
         return segment
+
+    def _segment(self, start: int, end: int, reason: str) -> SpeechSegment:
+        """Speech ``[start, end)`` of the kept blocks, padded, as a segment."""
+        audio_start = max(start - self._pad, self._blocks_start)
+        audio_end = min(end + self._pad, self._position) if reason != "max_length" else end
+        audio = np.concatenate(self._blocks)[audio_start - self._blocks_start:audio_end - self._blocks_start]
+        lag_ms = (self._position - end) * 1000 // SAMPLE_RATE
+        return SpeechSegment(
+            audio=audio, start_sample=start, end_sample=end, reason=reason,
+            end_of_speech_at_ms=self._last_arrival_ms - lag_ms, endpointed_at_ms=self._last_arrival_ms)
 
     def _trim_preroll(self) -> None:
         """Drop audio no segment can need any more (keep the pad before a possible start)."""

@@ -70,7 +70,7 @@ async def test_projected_utilization_and_sustained_loop_lag_refuse() -> None:
         end = loop.time() + 3.2
         while loop.time() < end:                           # a loop blocked 0.3 s at a time
             await asyncio.sleep(0)
-            time.sleep(0.3)
+            time.sleep(0.3)  # noqa: ASYNC251 -- the point: a blocked loop
         assert capacity.loop_lag_s() > 0.15
         assert "event-loop lag" in (capacity.reason(0) or "")
     finally:
@@ -84,7 +84,8 @@ class SlowTranscriber(Transcriber):
         self.__dict__.update(real.__dict__)
         self.delay_s = delay_s
 
-    def transcribe_batch(self, audios: Sequence[np.ndarray], window_s: float | None = None) -> list[Transcript]:
+    def transcribe_batch(self, audios: Sequence[np.ndarray],
+                         window_s: float | None = None) -> list[Transcript]:
         time.sleep(self.delay_s)
         return super().transcribe_batch(audios, window_s)
 
