@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -113,14 +114,24 @@ def main() -> int:
     deadline = t0 + args.minutes * 60
     next_sample = t0
     n = 0
+    refused = 0  # new calls refused with 503 by the gateway's admission control
+    retry_at = t0
     try:
         while time.monotonic() < deadline or running:
             for call in [c for c in running if c.done()]:
                 running.remove(call)
                 finished.append(call)
-            while time.monotonic() < deadline and len(running) < args.max_calls:
+            while time.monotonic() < deadline and len(running) < args.max_calls and \
+                    time.monotonic() >= retry_at:
                 wavs, lines = made[n % len(made)]
-                running.append(Call(server, lines, wavs, work, n))
+                try:
+                    running.append(Call(server, lines, wavs, work, n))
+                except urllib.error.HTTPError as exc:  # 503: admission control (ASR behind)
+                    if exc.code != 503:
+                        raise
+                    refused += 1
+                    retry_at = time.monotonic() + float(exc.headers.get("Retry-After") or 2)
+                    break
                 n += 1
             if time.monotonic() >= next_sample:
                 samples.append({"t_s": round(time.monotonic() - t0), "procs": _sample(stack),
@@ -178,6 +189,7 @@ def main() -> int:
         "command": "python -m benchmarks.soak " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} CPU cores, shared with other work",
         "minutes": args.minutes, "max_concurrent_calls": args.max_calls, "calls": len(finished),
+        "calls_refused_503": refused,
         "client_failures": sum(1 for e in exits if e != 0),
         "utterances": utterances, "final_labels_lost": lost, "final_labels_duplicated": duplicated,
         "truth_lines": truths, "truth_lines_not_recognised": truths_lost,
