@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -82,10 +83,18 @@ class Follower(threading.Thread):
                 time.sleep(0.5)
 
 
-def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+def _post(url: str, body: dict[str, Any], patience_s: float = 0.0) -> dict[str, Any]:
+    """POST JSON; a 503 (admission control) is retried after Retry-After for ``patience_s``."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or time.monotonic() >= deadline:
+                raise
+            time.sleep(float(exc.headers.get("Retry-After") or 2))
 
 
 def _participants(server: str, call_id: str, token: str) -> int:
@@ -112,7 +121,7 @@ def run_scenario(stack: PythonService, server: str, name: str, dialogues: list[l
     calls, joins, followers = [], [], []
     for d, speaker_wavs in enumerate(wavs):
         speakers = list(speaker_wavs)
-        created = _post(f"{server}/v1/calls", {"participants": speakers})
+        created = _post(f"{server}/v1/calls", {"participants": speakers}, patience_s=60)
         calls.append(created)
         follower = Follower(server, created["call_id"], created["subscriber_token"])
         follower.start()
