@@ -83,3 +83,41 @@ def test_clicks_shorter_than_min_speech_are_dropped() -> None:
     audio[RATE:RATE + 800] = rng.normal(0, 0.5, 800)  # a 50 ms burst
     endpointer = Endpointer(VadParams(min_speech_ms=150))
     assert _feed(endpointer, audio) == [] and endpointer.finish(0) is None
+
+
+def _feed_tentative(endpointer: Endpointer, audio: np.ndarray) -> tuple[list, list]:
+    segments, tentative = [], []
+    for i in range(0, audio.size, 320):
+        segments += endpointer.feed(audio[i:i + 320], arrival_ms=i // 16)
+        t = endpointer.take_tentative()
+        if t is not None:
+            tentative.append(t)
+    return segments, tentative
+
+
+def test_a_tentative_segment_is_the_segment_that_closes(tmp_path: Path) -> None:
+    speech = say("Where did you put the keys to the car?", tmp_path)
+    audio = np.concatenate([np.zeros(RATE // 2, np.float32), speech, np.zeros(RATE, np.float32)])
+    segments, tentative = _feed_tentative(Endpointer(VadParams(speculate_ms=100)), audio)
+    assert len(segments) == 1
+    last = tentative[-1]
+    assert (last.start_sample, last.end_sample) == (segments[0].start_sample, segments[0].end_sample)
+    assert np.array_equal(last.audio, segments[0].audio)
+    assert abs(last.end_of_speech_at_ms - segments[0].end_of_speech_at_ms) <= 40
+    assert _feed_tentative(Endpointer(VadParams()), audio)[1] == []  # off by default
+
+
+def test_turn_mode_keeps_a_speakers_pause_inside_the_turn_until_another_speaks(tmp_path: Path) -> None:
+    first, second = say("I am really happy.", tmp_path), say("You called me this morning.", tmp_path)
+    pause = np.zeros(int(0.45 * RATE), np.float32)
+    audio = np.concatenate([np.zeros(RATE // 2, np.float32), first, pause, second,
+                            np.zeros(RATE, np.float32)])
+    assert len(_feed(Endpointer(VadParams()), audio)) == 2                  # segments: split at the pause
+    assert len(_feed(Endpointer(VadParams(turn_silence_ms=700)), audio)) == 1  # a turn: one
+    # another participant starts talking during the pause: the turn ends there
+    turn = Endpointer(VadParams(turn_silence_ms=700))
+    in_pause = RATE // 2 + first.size + int(0.35 * RATE)
+    assert _feed(turn, audio[:in_pause]) == []
+    cut = turn.yield_floor(arrival_ms=in_pause // 16)
+    assert cut is not None and cut.reason == "turn"
+    assert abs(cut.end_sample - (RATE // 2 + first.size)) <= 1600
