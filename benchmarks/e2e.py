@@ -350,9 +350,46 @@ async def _metric(url: str, name: str) -> float:
                if line.startswith(name) and not line.startswith("#"))
 
 
-async def run_level(stack: EmbeddedStack, dialogues: list[Dialogue], n: int) -> dict[str, Any]:
+def summarize_profile(collapsed: Path, top: int = 15) -> dict[str, Any]:
+    """Share of samples per streamer thread and the hottest frames (self and inclusive)."""
+    threads: dict[str, int] = defaultdict(int)
+    leaf: dict[str, int] = defaultdict(int)
+    inclusive: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack_text, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack_text.split(";")
+        total += count
+        threads[frames[0].split(" ")[0]] += count
+        leaf[frames[-1]] += count
+        for frame in set(frames[1:]):
+            inclusive[frame] += count
+
+    def share(d: dict[str, int]) -> list[list[object]]:
+        return [[k, round(v / total, 3)] for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": total, "threads": share(threads), "self": share(leaf), "inclusive": share(inclusive)}
+
+
+def start_profile(pid: int | None, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """``py-spy record`` of the streamer (threads, idle excluded, native frames off)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if pid is None or not spy.exists():
+        return None
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                             "--rate", "50", "--format", "raw", "--threads", "--nonblocking",
+                             "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def run_level(stack: EmbeddedStack, dialogues: list[Dialogue], n: int,
+                    profile_to: Path | None = None) -> dict[str, Any]:
     url = stack.url.rstrip("/")
     pid = stack.streamer.pid
+    longest_call_s = max(d.truths[-1].end_ms for d in dialogues) / 1000
+    spy = start_profile(pid, longest_call_s + n * STAGGER_S, profile_to) if profile_to else None
     cpu0, t0 = _cpu_s(pid), time.monotonic()
     degraded0 = await _metric(url, "streamer_asr_degraded_segments_total")
     names = ("streamer_utterance_latency_seconds_sum", "streamer_utterance_latency_seconds_count",
@@ -371,6 +408,11 @@ async def run_level(stack: EmbeddedStack, dialogues: list[Dialogue], n: int) -> 
     degraded = await _metric(url, "streamer_asr_degraded_segments_total") - degraded0
     d = [await _metric(url, m) - b for m, b in zip(names, before, strict=True)]
     scores = [score_call(d, log) for d, log in zip(picked, logs, strict=True) if log["refused"] is None]
+    profile = None
+    if spy is not None:
+        await asyncio.to_thread(spy.wait, 60)
+        if profile_to is not None and await asyncio.to_thread(profile_to.exists):
+            profile = summarize_profile(profile_to)  # noqa: ASYNC240 -- after the calls, timing is over
     lat0 = [x for s in scores for x in s["lat0"]]
     latf = [x for s in scores for x in s["latf"]]
     segs = [x for s in scores for x in s["segments"]]
@@ -396,6 +438,7 @@ async def run_level(stack: EmbeddedStack, dialogues: list[Dialogue], n: int) -> 
         "streamer_share_ms_mean": round(d[0] / d[1] * 1000, 1) if d[1] else None,
         "asr_rtf_mean": round(d[2] / d[3], 3) if d[3] else None,
         "degraded_segments": degraded, "streamer_cpu_cores": round(cpu, 3), "wall_s": round(wall_s, 1),
+        **({"profile": profile} if profile else {}),
     }
 
 
@@ -407,8 +450,8 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     lines = [f"# End-to-end latency ({report['when']})", "", f"`{report['command']}`", "",
              report["what"], "",
              "| policy | calls | refused | rev-0 p50/p95/p99 ms | final p50/p95 ms | WER | seg/utt | lost "
-             "| agree offline | streamer CPU | exit codes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| agree offline | streamer CPU | streamer share ms | exit codes | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         l0, lf = r["rev0_latency_ms"] or {}, r["final_latency_ms"] or {}
         codes = ",".join(str(c) for c in sorted(set(r["client_exit_codes"]))) or "-"
@@ -418,7 +461,8 @@ def write_report(report: dict[str, Any], out: Path) -> None:
             f"{lf.get('p50', '-')}/{lf.get('p95', '-')} | {r['wer']} | "
             f"{r['segments_per_truth']} | {r['lost']}/{r['truth_utterances']} | "
             f"{r['agreement_with_offline']} | "
-            f"{r['streamer_cpu_cores']} | {codes} |")
+            f"{r['streamer_cpu_cores']} | {r.get('streamer_share_ms_mean')} | {codes} | "
+            f"{r.get('load_average')} |")
     (out.with_suffix(".md")).write_text("\n".join(lines) + "\n")
 
 
@@ -456,7 +500,16 @@ def main() -> None:
     parser.add_argument("--dialogues", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "e2e.json")
+    parser.add_argument("--profile-level", type=int, help="py-spy the streamer during this level "
+                                                          "(each policy; needs py-spy, dev extra)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the .md and .png from an existing --out JSON (no run)")
     args = parser.parse_args()
+    if args.report_only:
+        report = json.loads(args.out.read_text())
+        write_report(report, args.out)
+        plot(report, args.out.with_suffix(".png"))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="e2e-"))
     dialogues = meld_dialogues(args.dialogues)
@@ -492,7 +545,8 @@ def main() -> None:
             stacks[policy] = stack
         for n in args.levels:
             for policy in args.policies:
-                result = {"policy": policy, **asyncio.run(run_level(stacks[policy], dialogues, n)),
+                spied = work / f"profile-{policy}-{n}.txt" if n == args.profile_level else None
+                result = {"policy": policy, **asyncio.run(run_level(stacks[policy], dialogues, n, spied)),
                           "load_average": round(os.getloadavg()[0], 2)}
                 print(json.dumps(result), flush=True)
                 report["results"].append(result)

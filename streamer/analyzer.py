@@ -20,7 +20,8 @@ dropped for load.
 No invented text: Whisper hallucinates on noise and silence ("Thank you.", WhisperLive
 #246), so a segment is discarded (``None`` features) when its transcript is empty or
 Whisper itself says it probably holds no speech (``no_speech_prob`` above
-``max_no_speech_prob``, 0.6 by default, the threshold faster-whisper uses).
+``max_no_speech_prob``, 0.6 by default) and is unsure of the text (mean token
+log-probability below -1): faster-whisper's own silence rule.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ from streamer.frames import SpeechSegment, Transcript
 from streamer.settings import StreamerSettings
 
 log = logging.getLogger(__name__)
+
+_MIN_CONFIDENCE = 0.368
+"""exp(-1): faster-whisper's ``log_prob_threshold``. Like faster-whisper, a segment counts as
+silence only when Whisper both thinks so (``no_speech_prob``) and is unsure of its text:
+with a 10 s window short real words ("Really?") reach a no-speech probability of 0.6."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +224,9 @@ class SegmentAnalyzer:
         out: list[AnalyzedSegment | None] = [None] * len(jobs)
         media, kept = [], []
         for i, (job, transcript) in enumerate(zip(jobs, transcripts, strict=True)):
-            if not transcript.text or transcript.no_speech_prob > self._max_no_speech_prob:
+            silent = transcript.no_speech_prob > self._max_no_speech_prob and \
+                transcript.confidence < _MIN_CONFIDENCE
+            if not transcript.text or silent:
                 log.info("discarded a %.2f s segment: text %r, no_speech_prob %.2f",
                          transcript.duration_s, transcript.text, transcript.no_speech_prob)
                 out[i] = AnalyzedSegment(job.segment, transcript, None, degraded, len(jobs))
