@@ -17,6 +17,24 @@ to two baselines on the same encoder and splits:
   a time - the trainer's stage 1, measured on dev before any context is added.
 
 Writes JSON (every run's full report) and a Markdown table beside it.
+
+    python benchmarks/quality.py --cv 3 --meld DIR [--emorynlp DIR] [--variants utterance context1]
+        [--cv-seeds 0] [--out docs/quality_cv.json] [--report-only]
+
+``--cv K``: selection that generalizes. Train and dev are pooled and split into K folds
+of whole conversations (seed 0; the assignment is written to ``docs/cv_folds.json``); each
+fold is scored by models trained on the other folds (an inner 10 % of their conversations
+picks epochs and stops training; :mod:`cberl_model.train.crossval`). Every variant (the
+recipe with :data:`CV_VARIANTS`' settings on top) reports mean +- std over folds (x seeds)
+of weighted F1, macro F1 and every class's F1 for: the per-utterance fine-tuned baseline
+(stage 1, measured in the same run), CBERL revision 0 and final, each also with class-prior
+correction (per-class logit biases fitted on the *other* folds' out-of-fold logits;
+:mod:`cberl_model.train.prior`). Beside the CV means: the same out-of-fold predictions on
+the original dev conversations. The winner is the deployable system (CBERL final, with or
+without correction) with the highest CV mean weighted F1; the bias to ship is fitted on all
+folds. Resumable: each fold's result is stored under a hash of its configuration in
+``--runs``/cv/; ``--report-only`` trains nothing. Folds run one after another in this
+process (one torch thread); run two invocations with different ``--variants`` to use 2 cores.
 """
 
 from __future__ import annotations
@@ -41,7 +59,15 @@ from cberl_model.features.text_encoder import TextEncoder
 from cberl_model.metrics import classification_report
 from cberl_model.runtime import default_cache_dir
 from cberl_model.train.config import TrainConfig
+from cberl_model.train.crossval import (
+    assignment_hash,
+    fold_assignment,
+    fold_key,
+    pooled_corpus,
+    run_fold,
+)
 from cberl_model.train.pipeline import run_training
+from cberl_model.train.prior import bias_spec, fit_bias, probabilities
 
 log = logging.getLogger("benchmarks.quality")
 RECIPES = Path(__file__).resolve().parents[1] / "cberl_model" / "recipes"
@@ -122,6 +148,308 @@ def run_corpus(corpus: str, folder: Path, seeds: list[int], runs_dir: Path) -> d
     }
 
 
+CV_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "utterance": ("recipe, encoder sees the utterance alone",
+                  {"encoder_context_turns": 0, "encoder_max_tokens": 64}),
+    "context1": ("recipe, encoder sees the previous turn (speaker names)",
+                 {"encoder_context_turns": 1, "encoder_max_tokens": 128}),
+    "context2": ("recipe, encoder sees the 2 previous turns (speaker names)",
+                 {"encoder_context_turns": 2, "encoder_max_tokens": 160}),
+}
+"""Levers measured by ``--cv``: the corpus's recipe with these settings on top (spelled out,
+so a recipe that adopts a lever re-defines no variant)."""
+
+FOLD_SEED = 0
+"""Seed of the fold assignment: the folds stay fixed across runs, variants and seeds."""
+
+
+def cv_corpus(corpus: str, folder: Path):
+    """The pooled train+dev corpus of one standard corpus."""
+    fmt, train_file, dev_file, _ = CORPORA[corpus]
+    return pooled_corpus(corpus, {"train": load_corpus(f"{fmt}:{folder / train_file}"),
+                                  "dev": load_corpus(f"{fmt}:{folder / dev_file}")})
+
+
+def cv_config(corpus: str, variant: str, seed: int) -> TrainConfig:
+    """The recipe of ``corpus`` with a variant's settings, seeded."""
+    return TrainConfig.from_file(RECIPES / f"{corpus}.toml").updated({
+        **CV_VARIANTS[variant][1], "seed": seed, "encoder_seed": seed, "progress": False})
+
+
+def cv_run(corpus: str, folder: Path, variants: list[str], seeds: list[int], folds: int,
+           results: Path, train: bool) -> dict[str, Any]:
+    """Run (or only collect) every fold of every variant and seed; returns the fold results."""
+    pooled = cv_corpus(corpus, folder)
+    assignment = fold_assignment(pooled, folds, FOLD_SEED)
+    results.mkdir(parents=True, exist_ok=True)
+    collected: dict[str, Any] = {"assignment": assignment, "labels": list(pooled.labels),
+                                 "variants": {}}
+    for variant in variants:
+        runs = []
+        for seed in seeds:
+            config = cv_config(corpus, variant, seed)
+            for fold in range(folds):
+                key = fold_key(config, pooled, assignment, fold, 0.1)
+                stem = results / f"{corpus}-{variant}-s{seed}-f{fold}-{key}"
+                if not stem.with_suffix(".json").is_file():
+                    if not train:
+                        log.info("missing: %s", stem.name)
+                        continue
+                    log.info("cv %s %s seed %d fold %d/%d", corpus, variant, seed, fold + 1, folds)
+                    summary, arrays = run_fold(config, pooled, assignment, fold, 0.1)
+                    np.savez_compressed(stem.with_suffix(".npz"), **arrays)
+                    summary.update(variant=variant, seed=seed, key=key)
+                    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+                arrays = dict(np.load(stem.with_suffix(".npz")))
+                runs.append({"summary": json.loads(stem.with_suffix(".json").read_text()),
+                             "arrays": arrays, "seed": seed, "fold": fold})
+        collected["variants"][variant] = runs
+    return collected
+
+
+def _scores(y: np.ndarray, logits: np.ndarray, labels: tuple[str, ...],
+            bias: np.ndarray | None = None) -> dict[str, Any]:
+    return classification_report(y, probabilities(logits, bias).argmax(1), labels)
+
+
+def cv_summary(collected: dict[str, Any]) -> dict[str, Any]:
+    """Per variant and system: mean +- std over folds (x seeds), the dev part, the biases."""
+    labels = tuple(collected["labels"])
+    out: dict[str, Any] = {}
+    for variant, runs in collected["variants"].items():
+        if not runs:
+            continue
+        systems: dict[str, list[dict[str, Any]]] = {}
+        dev_rows: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        biases: dict[str, list[str]] = {"baseline": [], "final": []}
+        for run in runs:
+            others = [r for r in runs if r["seed"] == run["seed"] and r["fold"] != run["fold"]]
+            a = run["arrays"]
+            y = a["y"]
+            nested = {}
+            for source in ("baseline", "final"):
+                if source in a and others and all(source in r["arrays"] for r in others):
+                    logits = np.concatenate([r["arrays"][source] for r in others],
+                                            axis=-2)
+                    nested[source] = fit_bias(logits, np.concatenate(
+                        [r["arrays"]["y"] for r in others]), labels)
+                    biases[source].append(bias_spec(nested[source], labels))
+            rows = {}
+            if "baseline" in a:
+                rows["per-utterance fine-tuned (baseline)"] = (a["baseline"], None)
+                if "baseline" in nested:
+                    rows["per-utterance fine-tuned + prior correction"] = (a["baseline"],
+                                                                           nested["baseline"])
+            rows["CBERL revision 0"] = (a["revision0"], None)
+            rows["CBERL final"] = (a["final"], None)
+            if "final" in nested:
+                rows["CBERL revision 0 + prior correction"] = (a["revision0"], nested["final"])
+                rows["CBERL final + prior correction"] = (a["final"], nested["final"])
+            dev = np.char.startswith(a["conversation"].astype(str), "dev/")
+            for system, (logits, bias) in rows.items():
+                systems.setdefault(system, []).append(_scores(y, logits, labels, bias))
+                if run["seed"] == runs[0]["seed"]:
+                    pred = probabilities(logits, bias).argmax(1)
+                    dev_rows.setdefault(system, []).append((y[dev], pred[dev]))
+        block: dict[str, Any] = {"description": CV_VARIANTS[variant][0],
+                                 "settings": CV_VARIANTS[variant][1],
+                                 "folds_x_seeds": len(runs), "systems": {}}
+        for system, reports in systems.items():
+            cells = {"weighted_f1": [r["weighted_f1"] for r in reports],
+                     "macro_f1": [r["macro_f1"] for r in reports],
+                     **{f"{c}_f1": [r["per_class"][c]["f1"] for r in reports] for c in labels}}
+            y_dev = np.concatenate([d[0] for d in dev_rows[system]])
+            p_dev = np.concatenate([d[1] for d in dev_rows[system]])
+            block["systems"][system] = {
+                "cv": {k: {"mean": 100 * float(np.mean(v)), "std": 100 * float(np.std(v)),
+                           "n": len(v)} for k, v in cells.items()},
+                "dev_part": classification_report(y_dev, p_dev, labels) if len(y_dev) else None,
+                "folds": reports,
+            }
+        pooled = {}
+        seed0 = [r for r in runs if r["seed"] == runs[0]["seed"]]
+        for source in ("baseline", "final"):
+            if all(source in r["arrays"] for r in seed0):
+                pooled[source] = bias_spec(fit_bias(
+                    np.concatenate([r["arrays"][source] for r in seed0], axis=-2),
+                    np.concatenate([r["arrays"]["y"] for r in seed0]), labels), labels)
+        block["logit_bias"] = {"fitted_on_all_folds": pooled, "nested_per_fold": biases}
+        block["seconds_per_fold"] = float(np.mean([r["summary"]["seconds"] for r in runs]))
+        out[variant] = block
+    return out
+
+
+def cv_winner(summary: dict[str, Any]) -> dict[str, Any]:
+    """The deployable system with the highest CV mean weighted F1 (CBERL final, +- prior)."""
+    best = None
+    for variant, block in summary.items():
+        for system in ("CBERL final", "CBERL final + prior correction"):
+            if system in block["systems"]:
+                score = block["systems"][system]["cv"]["weighted_f1"]["mean"]
+                if best is None or score > best[0]:
+                    best = (score, variant, system)
+    if best is None:
+        return {}
+    score, variant, system = best
+    bias = (summary[variant]["logit_bias"]["fitted_on_all_folds"].get("final", "")
+            if system.endswith("prior correction") else "")
+    return {"variant": variant, "system": system, "weighted_f1": score,
+            "settings": {**CV_VARIANTS[variant][1], "logit_bias": bias}}
+
+
+def cv_markdown(report: dict[str, Any]) -> str:
+    """Per corpus: one table of CV mean +- std (every class), then the dev part beside it."""
+    out = []
+    for corpus, block in report["corpora"].items():
+        labels = block["labels"]
+        cols = ["weighted_f1", "macro_f1", *(f"{c}_f1" for c in labels)]
+        out.append(f"### {corpus}: {report['folds']}-fold CV by conversation over train+dev\n")
+        out.append(f"Mean ± std over folds × seeds {report['seeds']} (F1, %); folds: "
+                   f"`docs/cv_folds.json` (hash {block['folds_hash']}).\n")
+        out.append("| variant | system | " + " | ".join(c.replace("_f1", "").replace("_", " ")
+                                                     for c in cols) + " |")
+        out.append("|---|---" + "|---" * len(cols) + "|")
+        for variant, vb in block["summary"].items():
+            for system, sb in vb["systems"].items():
+                cells = [f"{sb['cv'][c]['mean']:.2f} ± {sb['cv'][c]['std']:.2f}" for c in cols]
+                out.append(f"| {variant} | {system} | " + " | ".join(cells) + " |")
+        out.append("")
+        out.append(f"#### {corpus}: the same out-of-fold predictions on the dev conversations\n")
+        out.append("| variant | system | weighted | macro | " + " | ".join(labels) + " |")
+        out.append("|---|---|---|---" + "|---" * len(labels) + "|")
+        for variant, vb in block["summary"].items():
+            for system, sb in vb["systems"].items():
+                d = sb["dev_part"]
+                if d is None:
+                    continue
+                cells = [f"{100 * d['weighted_f1']:.2f}", f"{100 * d['macro_f1']:.2f}",
+                         *(f"{100 * d['per_class'][c]['f1']:.2f}" for c in labels)]
+                out.append(f"| {variant} | {system} | " + " | ".join(cells) + " |")
+        out.append("")
+        for variant, vb in block["summary"].items():
+            out.append(f"- `{variant}` ({vb['description']}; {vb['folds_x_seeds']} folds×seeds, "
+                       f"{vb['seconds_per_fold'] / 60:.1f} min per fold): logit bias fitted on "
+                       f"all folds: `{vb['logit_bias']['fitted_on_all_folds'].get('final', '')}`")
+        winner = block["winner"]
+        if winner:
+            out.append(f"- **CV winner**: `{winner['variant']}`, {winner['system']} "
+                       f"({winner['weighted_f1']:.2f} mean weighted F1); settings "
+                       f"`{json.dumps(winner['settings'])}`")
+        out.append("")
+    return "\n".join(out)
+
+
+def cv_main(args: argparse.Namespace) -> int:
+    """``--cv K``: run what is missing (unless ``--report-only``), then report."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    corpora = {c: f for c, f in (("meld", args.meld), ("emorynlp", args.emorynlp)) if f}
+    out_path = args.out if args.out != Path("docs/quality.json") else Path("docs/quality_cv.json")
+    folds_path = out_path.parent / "cv_folds.json"
+    previous = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    report: dict[str, Any] = {"folds": args.cv, "seeds": args.cv_seeds, "fold_seed": FOLD_SEED,
+                              "inner_fraction": 0.1,
+                              "corpora": dict(previous.get("corpora", {}))}
+    folds_record = json.loads(folds_path.read_text()) if folds_path.is_file() else {}
+    for corpus, folder in corpora.items():
+        collected = cv_run(corpus, folder, args.variants, args.cv_seeds, args.cv,
+                           args.runs / "cv", not args.report_only)
+        summary = cv_summary(collected)
+        old = report["corpora"].get(corpus, {}).get("summary", {})
+        summary = {**{k: v for k, v in old.items() if k not in summary}, **summary}
+        report["corpora"][corpus] = {"labels": collected["labels"],
+                                     "folds_hash": assignment_hash(collected["assignment"]),
+                                     "summary": summary, "winner": cv_winner(summary)}
+        folds_record[corpus] = {"folds": args.cv, "seed": FOLD_SEED,
+                                "hash": assignment_hash(collected["assignment"]),
+                                "conversations": collected["assignment"]}
+    for block in report["corpora"].values():  # fold-level reports stay in the JSON only
+        for vb in block["summary"].values():
+            for sb in vb["systems"].values():
+                sb.pop("folds_detail", None)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=1) + "\n")
+    folds_path.write_text(json.dumps(folds_record, indent=0, sort_keys=True) + "\n")
+    out_path.with_suffix(".md").write_text(cv_markdown(report))
+    print(cv_markdown(report))
+    return 0
+
+
+ASR_SETTINGS = {"beam_size": 1, "window_s": 10.0, "device": "cpu"}
+"""The streamer's ASR defaults (``streamer/settings.py``: beam 1, 10 s encoder window)."""
+MAX_NO_SPEECH_PROB = 0.6
+"""Above it the streamer discards a segment (``streamer/analyzer.py``): here, no text."""
+
+
+def asr_transcriber() -> tuple[Any, str]:
+    """The streamer's Transcriber with its default model and settings, and an id for caching."""
+    from cberl_model.features.whisper_model import DEFAULT_WHISPER_MODEL
+    from streamer.asr import Transcriber
+
+    transcriber = Transcriber(DEFAULT_WHISPER_MODEL, **ASR_SETTINGS)
+
+    def transcribe(audios):
+        return [t.text if t.no_speech_prob <= MAX_NO_SPEECH_PROB else ""
+                for t in transcriber.transcribe_batch(audios)]
+
+    return transcribe, (f"{DEFAULT_WHISPER_MODEL}|pad0.1|nsp{MAX_NO_SPEECH_PROB}|"
+                        + json.dumps(ASR_SETTINGS, sort_keys=True))
+
+
+def asr_dev_main(args: argparse.Namespace) -> int:
+    """``--asr-dev``: each model on gold dev and on what ASR hears of dev, same utterances."""
+    import torch
+
+    from cberl_model.artifact import load_artifact
+    from cberl_model.augment.asr_text import asr_corpus
+    from cberl_model.predict import evaluate_conversations
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    corpora = {c: f for c, f in (("meld", args.meld), ("emorynlp", args.emorynlp)) if f}
+    transcribe, transcriber_id = asr_transcriber()
+    out: dict[str, Any] = {"asr": transcriber_id, "voices": "cberl_model.augment.asr_text.VOICES",
+                           "corpora": {}}
+    for corpus, folder in corpora.items():
+        fmt, _, dev_file, _ = CORPORA[corpus]
+        gold = load_corpus(f"{fmt}:{folder / dev_file}")
+        heard = asr_corpus(gold, transcribe, transcriber_id, default_cache_dir())
+        rows = {}
+        for model_dir in args.models.get(corpus, []):
+            artifact = load_artifact(Path(model_dir))
+            device = next(artifact.model.parameters()).device
+            row = {"model_id": artifact.model_id}
+            for name, data in (("gold", gold), ("asr", heard)):
+                feats = featurize_corpus(data, artifact.feature_spec, artifact.encoder,
+                                         default_cache_dir(), labels=artifact.labels)
+                for rev, future in (("final", artifact.model.config.future), ("revision0", 0)):
+                    row[f"{name}_{rev}"], _, _ = evaluate_conversations(
+                        artifact.model, feats, artifact.labels, future, device)
+            rows[str(model_dir)] = row
+        out["corpora"][corpus] = rows
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    lines = []
+    for corpus, rows in out["corpora"].items():
+        lines += [f"### {corpus} dev: gold text vs ASR text (espeak-ng voices, Whisper as the "
+                  f"streamer runs it)\n",
+                  "| model | gold wF1 | ASR wF1 | drop | gold rev0 | ASR rev0 | agreement drop "
+                  "(acc) |", "|---|---|---|---|---|---|---|"]
+        for model_dir, r in rows.items():
+            g, a = r["gold_final"], r["asr_final"]
+            lines.append(f"| `{model_dir}` ({r['model_id']}) | {100 * g['weighted_f1']:.2f} | "
+                         f"{100 * a['weighted_f1']:.2f} | "
+                         f"{100 * (g['weighted_f1'] - a['weighted_f1']):.2f} | "
+                         f"{100 * r['gold_revision0']['weighted_f1']:.2f} | "
+                         f"{100 * r['asr_revision0']['weighted_f1']:.2f} | "
+                         f"{100 * (g['accuracy'] - a['accuracy']):.2f} |")
+        lines.append("")
+    args.out.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,8 +458,28 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--runs", type=Path, default=Path("runs/quality"))
     parser.add_argument("--out", type=Path, default=Path("docs/quality.json"))
+    parser.add_argument("--cv", type=int, default=0, metavar="K",
+                        help="K-fold cross-validation by conversation over train+dev (K >= 3)")
+    parser.add_argument("--variants", nargs="+", default=["utterance"],
+                        choices=sorted(CV_VARIANTS), help="--cv: the levers to measure")
+    parser.add_argument("--cv-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--report-only", action="store_true",
+                        help="--cv: train nothing, report the folds finished so far")
+    parser.add_argument("--asr-dev", action="store_true",
+                        help="score --model-dirs on gold dev and on ASR'd dev (writes --out)")
+    parser.add_argument("--meld-models", nargs="*", default=["cberl_model/default_model"])
+    parser.add_argument("--emorynlp-models", nargs="*", default=[])
     args = parser.parse_args()
     setup_logging()
+    if args.asr_dev:
+        args.models = {"meld": args.meld_models, "emorynlp": args.emorynlp_models}
+        if args.out == Path("docs/quality.json"):
+            args.out = Path("docs/quality_asr.json")
+        return asr_dev_main(args)
+    if args.cv:
+        if args.cv < 3:
+            parser.error("--cv needs K >= 3")
+        return cv_main(args)
     results: dict[str, Any] = {"seeds": args.seeds, "corpora": {}}
     started = time.perf_counter()
     jobs = {c: f for c, f in (("meld", args.meld), ("emorynlp", args.emorynlp)) if f is not None}

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cberl_model.data import Corpus
+from cberl_model.features.corpus_features import corpus_inputs
 from cberl_model.features.text_encoder import LoraSpec, TextEncoder
 from cberl_model.metrics import classification_report
 from cberl_model.progress import progress as progress_of
@@ -45,6 +46,14 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
     lora: LoraSpec = field(default_factory=LoraSpec)
+    context_turns: int = 0  # earlier turns in the encoder's input (TextEncoder)
+
+    def cache_dict(self) -> dict[str, Any]:
+        """The settings as the cache key sees them (``context_turns`` only when used)."""
+        out = asdict(self)
+        if not self.context_turns:
+            del out["context_turns"]
+        return out
 
 
 def class_weights(counts: np.ndarray, power: float) -> torch.Tensor:
@@ -56,11 +65,36 @@ def class_weights(counts: np.ndarray, power: float) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _labelled(corpus: Corpus) -> tuple[list[str], np.ndarray]:
-    texts = [u.text or "" for u in corpus.utterances()]
+def _labelled(corpus: Corpus, context_turns: int = 0
+              ) -> tuple[list[str], list[str] | None, np.ndarray]:
+    """Texts, contexts (or ``None``) and labels of the labelled utterances."""
+    texts, contexts = corpus_inputs(corpus, context_turns)
     labels = corpus.label_indices()
     keep = labels >= 0
-    return [t for t, k in zip(texts, keep, strict=True) if k], labels[keep]
+    kept_contexts = (None if contexts is None else
+                     [c for c, k in zip(contexts, keep, strict=True) if k])
+    return [t for t, k in zip(texts, keep, strict=True) if k], kept_contexts, labels[keep]
+
+
+def make_head(dim: int, num_classes: int) -> nn.Module:
+    """The stage's linear head (dropout + linear); kept to score the per-utterance baseline."""
+    return nn.Sequential(nn.Dropout(0.1), nn.Linear(dim, num_classes))
+
+
+@torch.no_grad()
+def head_logits(encoder: TextEncoder, head_state: dict[str, torch.Tensor], corpus: Corpus,
+                num_classes: int) -> np.ndarray:
+    """Per-utterance logits ``(N, C)`` of the stage-1 model (encoder + head) on ``corpus``.
+
+    Every utterance in corpus order (unlabelled ones too): the fine-tuned encoder without
+    CBERL's context, i.e. the per-utterance baseline.
+    """
+    head = make_head(encoder.dim, num_classes)
+    head.load_state_dict(head_state)
+    head.eval()
+    texts, contexts = corpus_inputs(corpus, encoder.context_turns)
+    vectors = torch.from_numpy(encoder.encode(texts, contexts=contexts))
+    return head(vectors).numpy()
 
 
 def _length_bucketed_batches(texts: list[str], batch_size: int,
@@ -90,11 +124,11 @@ def finetune_encoder(encoder: TextEncoder, train: Corpus, dev: Corpus, config: F
     """
     seed_everything(seed)
     rng = np.random.default_rng(seed)
-    train_texts, train_labels = _labelled(train)
-    dev_texts, dev_labels = _labelled(dev)
+    train_texts, train_contexts, train_labels = _labelled(train, encoder.context_turns)
+    dev_texts, dev_contexts, dev_labels = _labelled(dev, encoder.context_turns)
     num_classes = len(train.labels)
     encoder.to(device).train()
-    head = nn.Sequential(nn.Dropout(0.1), nn.Linear(encoder.dim, num_classes)).to(device)
+    head = make_head(encoder.dim, num_classes).to(device)
     weights = class_weights(np.bincount(train_labels, minlength=num_classes),
                             config.class_weight_power).to(device)
     loss_fn = nn.CrossEntropyLoss(weight=weights)
@@ -104,16 +138,21 @@ def finetune_encoder(encoder: TextEncoder, train: Corpus, dev: Corpus, config: F
     warmup = max(1, int(config.warmup_fraction * steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
-    best: tuple[float, dict[str, torch.Tensor], dict[str, Any]] | None = None
+    best: tuple[float, dict[str, torch.Tensor], dict[str, Any], dict[str, torch.Tensor]] | None
+    best = None
+    lengths = (train_texts if train_contexts is None else
+               [t + c for t, c in zip(train_texts, train_contexts, strict=True)])
     history = []
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
-        batches = _length_bucketed_batches(train_texts, config.batch_size, rng)
+        batches = _length_bucketed_batches(lengths, config.batch_size, rng)
         total = 0.0
         bar = progress_of(batches, f"adapt encoder {epoch}/{config.epochs}", unit="batch",
                           enabled=progress, summary=False, logger=log)  # one line per epoch below
         for idx in bar:
-            tokens = {k: v.to(device) for k, v in encoder.tokenize([train_texts[i] for i in idx]).items()}
+            batch_contexts = None if train_contexts is None else [train_contexts[i] for i in idx]
+            tokens = {k: v.to(device) for k, v in
+                      encoder.tokenize([train_texts[i] for i in idx], batch_contexts).items()}
             logits = head(encoder(**tokens))
             loss = loss_fn(logits, torch.as_tensor(train_labels[idx], device=device))
             if not torch.isfinite(loss):
@@ -125,24 +164,28 @@ def finetune_encoder(encoder: TextEncoder, train: Corpus, dev: Corpus, config: F
             scheduler.step()
             total += loss.item() * len(idx)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        dev_report = _evaluate_head(encoder, head, dev_texts, dev_labels, train.labels, device)
+        dev_report = _evaluate_head(encoder, head, dev_texts, dev_contexts, dev_labels,
+                                    train.labels, device)
         row = {"epoch": epoch, "train_loss": total / len(train_texts),
                "dev_weighted_f1": dev_report["weighted_f1"], "dev_macro_f1": dev_report["macro_f1"]}
         history.append(row)
         log.info("encoder epoch %d: %s", epoch, row)
         if best is None or dev_report["weighted_f1"] > best[0]:
-            best = (dev_report["weighted_f1"], encoder.adapter_state(), dev_report)
+            best = (dev_report["weighted_f1"], encoder.adapter_state(), dev_report,
+                    {k: v.detach().cpu().clone() for k, v in head.state_dict().items()})
     assert best is not None
     encoder.load_adapter_state(best[1])
     encoder.eval()
-    return {"dev": best[2], "history": history, "seconds": time.perf_counter() - started}
+    return {"dev": best[2], "history": history, "seconds": time.perf_counter() - started,
+            "head": best[3]}
 
 
 @torch.no_grad()
-def _evaluate_head(encoder: TextEncoder, head: nn.Module, texts: list[str], labels: np.ndarray,
+def _evaluate_head(encoder: TextEncoder, head: nn.Module, texts: list[str],
+                   contexts: list[str] | None, labels: np.ndarray,
                    names: tuple[str, ...], device: torch.device) -> dict[str, Any]:
     head.eval()
-    vectors = torch.from_numpy(encoder.encode(texts)).to(device)
+    vectors = torch.from_numpy(encoder.encode(texts, contexts=contexts)).to(device)
     predictions = head(vectors).argmax(-1).cpu().numpy()
     head.train()
     encoder.train()
@@ -155,22 +198,28 @@ def adapted_encoder(model: str, train: Corpus, dev: Corpus, config: FinetuneConf
     """An encoder adapted on ``train``, from the cache when this exact run was done before.
 
     The cache key covers the pretrained weights, both corpora, the config and the seed, so a
-    second ``train`` run with the same inputs skips the slowest stage entirely.
+    second ``train`` run with the same inputs skips the slowest stage entirely. The result's
+    ``"head"`` holds the stage's linear head (``None`` from a cache entry older than it).
     """
-    encoder = TextEncoder(model, max_tokens=config.max_tokens, lora=config.lora)
+    encoder = TextEncoder(model, max_tokens=config.max_tokens, lora=config.lora,
+                          context_turns=config.context_turns)
     key = hashlib.sha256(json.dumps({
         "model": encoder.fingerprint, "train": train.content_hash(), "dev": dev.content_hash(),
-        "config": asdict(config), "seed": seed}, sort_keys=True).encode()).hexdigest()[:20]
+        "config": config.cache_dict(), "seed": seed}, sort_keys=True).encode()).hexdigest()[:20]
     folder = cache_dir / "encoders" / key
     weights, meta = folder / "adapter.safetensors", folder / "meta.json"
+    head_file = folder / "head.safetensors"
     if weights.is_file() and meta.is_file():
         log.info("reusing adapted encoder from %s", folder)
         encoder.load_adapter_state(load_file(str(weights)))
-        return encoder.eval(), json.loads(meta.read_text())
+        result = json.loads(meta.read_text())
+        result["head"] = load_file(str(head_file)) if head_file.is_file() else None
+        return encoder.eval(), result
     result = finetune_encoder(encoder, train, dev, config, seed, device, progress)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(encoder.adapter_state(), str(weights))
-    meta.write_text(json.dumps(result, indent=2))
+    save_file({k: v.contiguous() for k, v in result["head"].items()}, str(head_file))
+    meta.write_text(json.dumps({k: v for k, v in result.items() if k != "head"}, indent=2))
     return encoder.cpu().eval(), result
 
 

@@ -25,23 +25,42 @@ from cberl_model.features.spec import (  # noqa: F401  (re-exported: the spec's 
     spec_from_json,
     spec_to_json,
 )
-from cberl_model.features.text_encoder import TextEncoder
+from cberl_model.features.text_encoder import TextEncoder, conversation_inputs
 from cberl_model.windows import ConversationFeatures
 
 log = logging.getLogger(__name__)
 
 
+def corpus_inputs(corpus: Corpus, context_turns: int) -> tuple[list[str], list[str] | None]:
+    """Every utterance's encoder input (texts, and past-turn contexts when asked), in order.
+
+    Context comes from the utterance's own conversation, past turns only
+    (:func:`~cberl_model.features.text_encoder.conversation_inputs`).
+    """
+    texts: list[str] = []
+    contexts: list[str] | None = [] if context_turns > 0 else None
+    for conv in corpus.conversations:
+        t, c = conversation_inputs([u.speaker for u in conv], [u.text for u in conv],
+                                   context_turns)
+        texts += t
+        if contexts is not None and c is not None:
+            contexts += c
+    return texts, contexts
+
+
 def _text_matrix(texts: list[str], encoder: TextEncoder, cache_dir: Path | None,
-                 progress: bool) -> np.ndarray:
+                 progress: bool, contexts: list[str] | None = None) -> np.ndarray:
     digest = hashlib.sha256(encoder.feature_id().encode())
     for text in texts:
         digest.update(text.encode() + b"\x1e")
+    for context in contexts or ():
+        digest.update(context.encode() + b"\x1f")
     path = cache_dir / "features" / f"{digest.hexdigest()[:24]}.safetensors" if cache_dir else None
     if path is not None and path.is_file():
         log.info("reusing cached text features %s", path)
         return load_file(str(path))["text"]
     device = next(encoder.parameters()).device
-    matrix = encoder.to(device).encode(texts, progress=progress)
+    matrix = encoder.to(device).encode(texts, progress=progress, contexts=contexts)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"text": matrix}, str(path))
@@ -109,9 +128,9 @@ def featurize_corpus(corpus: Corpus, spec: FeatureSpec, encoder: TextEncoder | N
     if "text" in spec and spec["text"].extractor == TEXT_ENCODER and "text" not in available:
         if encoder is None:
             raise CorpusError(corpus.name, "text must be encoded but no text encoder was given")
-        texts = [u.text or "" for u in corpus.utterances()]
+        texts, contexts = corpus_inputs(corpus, encoder.context_turns)
         with torch.inference_mode():
-            text_rows = _text_matrix(texts, encoder, cache_dir, progress)
+            text_rows = _text_matrix(texts, encoder, cache_dir, progress, contexts)
     out = []
     row = 0
     for conv in corpus.conversations:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,6 +54,51 @@ class LoraSpec:
     alpha: int = 32
     dropout: float = 0.1
     target_modules: tuple[str, ...] = ("query", "key", "value", "dense")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier utterance of the conversation, as the encoder's context sees it."""
+
+    speaker: str
+    text: str
+
+
+CONTEXT_SEPARATOR = " | "
+"""Between context turns in the encoder's second segment (most recent turn first)."""
+
+
+def turn_text(speaker: str | None, text: str | None) -> str:
+    """``"Speaker: text"`` (the text alone when there is no speaker name)."""
+    text = (text or "").strip()
+    return f"{speaker}: {text}" if speaker else text
+
+
+def context_text(past: Sequence[Turn], turns: int) -> str:
+    """The last ``turns`` turns of ``past`` (chronological), most recent first, with speakers.
+
+    Most recent first, so that truncation (which cuts the end of this segment) drops the
+    oldest turn; empty texts are skipped.
+    """
+    recent = [t for t in past if t.text and t.text.strip()][-turns:] if turns > 0 else []
+    return CONTEXT_SEPARATOR.join(turn_text(t.speaker, t.text) for t in reversed(recent))
+
+
+def conversation_inputs(speakers: Sequence[str], texts: Sequence[str | None],
+                        context_turns: int) -> tuple[list[str], list[str] | None]:
+    """Encoder inputs of every utterance of one conversation, from its past turns only.
+
+    With ``context_turns == 0`` the texts as they are and no context (the per-utterance
+    encoder); otherwise ``("Speaker: text", context_text(previous turns))`` for each
+    utterance, the same pair :meth:`TextEncoder.encode_turns` builds when serving.
+    """
+    if context_turns <= 0:
+        return [t or "" for t in texts], None
+    turns = [Turn(s, t or "") for s, t in zip(speakers, texts, strict=True)]
+    current = [turn_text(t.speaker, t.text) for t in turns]
+    contexts = [context_text(turns[max(0, i - context_turns):i], context_turns)
+                for i in range(len(turns))]
+    return current, contexts
 
 
 def resolve_model_dir(spec: str) -> Path:
@@ -104,21 +150,32 @@ def _pooling_mode(model_dir: Path) -> str:
 class TextEncoder(nn.Module):
     """A transformer encoder with mean (or CLS) pooling and an optional LoRA adapter.
 
+    With ``context_turns > 0`` the input is a pair: the utterance with its speaker's name
+    (``"Joey: How you doin'?"``) and, as the second segment, up to ``context_turns`` earlier
+    turns of the conversation with their speakers (past only, so a live call has them when
+    the utterance ends; CoMPM / EmoBERTa style). Attention sees both segments; the vector
+    is pooled over the utterance's own tokens only, and truncation cuts the context, never
+    the utterance.
+
     Args:
         model: Encoder spec (``package:NAME`` or a directory path).
-        max_tokens: Truncation length in tokens.
+        max_tokens: Truncation length in tokens (of both segments together).
         lora: Adapter shape, or ``None`` for the frozen pretrained encoder.
+        context_turns: Earlier turns in the input (0: the utterance alone, the default).
 
     Shapes:
         - forward: token ids and mask ``(B, T)`` -> embeddings ``(B, D)``.
     """
 
     def __init__(self, model: str = DEFAULT_TEXT_MODEL, max_tokens: int = 64,
-                 lora: LoraSpec | None = None) -> None:
+                 lora: LoraSpec | None = None, context_turns: int = 0) -> None:
         super().__init__()
+        if context_turns < 0:
+            raise ValueError(f"context_turns must be >= 0, got {context_turns}.")
         self.model_spec = model
         self.max_tokens = max_tokens
         self.lora = lora
+        self.context_turns = context_turns
         self.model_dir = resolve_model_dir(model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
@@ -137,21 +194,55 @@ class TextEncoder(nn.Module):
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.model_dir.name}, dim={self.dim}, "
-                f"pooling={self.pooling}, lora={self.lora is not None})")
+                f"pooling={self.pooling}, lora={self.lora is not None}, "
+                f"context_turns={self.context_turns})")
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Tokenize with dynamic padding to the longest text of the batch."""
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                              return_tensors="pt")
+    def tokenize(self, texts: list[str],
+                 contexts: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Tokenize with dynamic padding to the longest input of the batch.
+
+        With ``contexts`` each input is the pair (text, context); truncation cuts only the
+        context, and ``pool_mask`` marks the text's own tokens (what :meth:`forward` pools).
+        """
+        if contexts is None:
+            return self.tokenizer(texts, padding=True, truncation=True,
+                                  max_length=self.max_tokens, return_tensors="pt")
+        # A pair with an empty context still has its separator; an empty second segment
+        # would make the tokenizer's "only_second" truncation fail, so use text alone there.
+        pairs = [c if c else None for c in contexts]
+        if all(c is None for c in pairs):
+            tokens = self.tokenizer(texts, padding=True, truncation=True,
+                                    max_length=self.max_tokens, return_tensors="pt")
+            tokens["pool_mask"] = tokens["attention_mask"].clone()
+            return tokens
+        encoded = [self.tokenizer(t, c, truncation="only_second", max_length=self.max_tokens)
+                   if c and self._fits_with_context(t) else
+                   self.tokenizer(t, truncation=True, max_length=self.max_tokens)
+                   for t, c in zip(texts, pairs, strict=True)]
+        tokens = self.tokenizer.pad([{k: e[k] for k in ("input_ids", "attention_mask",
+                                                        "token_type_ids") if k in e}
+                                     for e in encoded], padding=True, return_tensors="pt")
+        segment = tokens.get("token_type_ids")
+        own = (segment == 0) if segment is not None else torch.ones_like(tokens["attention_mask"],
+                                                                         dtype=torch.bool)
+        tokens["pool_mask"] = (own & tokens["attention_mask"].bool()).long()
+        return tokens
+
+    def _fits_with_context(self, text: str) -> bool:
+        """Whether ``text`` leaves room for some context (an utterance longer than the
+        budget is encoded alone, truncated, rather than losing its own tokens)."""
+        own = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return own + 4 < self.max_tokens  # [CLS] text [SEP] >=1 context token [SEP]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                **extra: torch.Tensor) -> torch.Tensor:
-        """Pool the last hidden states into one vector per text."""
+                pool_mask: torch.Tensor | None = None, **extra: torch.Tensor) -> torch.Tensor:
+        """Pool the last hidden states into one vector per text (over ``pool_mask`` if given)."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                **extra).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        weights = attention_mask if pool_mask is None else pool_mask
+        mask = weights.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
@@ -189,26 +280,51 @@ class TextEncoder(nn.Module):
         """Identifies exactly which vectors this encoder produces (cache and parity key)."""
         parts = {"model": self.fingerprint, "pooling": self.pooling, "max_tokens": self.max_tokens,
                  "lora": asdict(self.lora) if self.lora else None, "adapter": self.adapter_hash()}
+        if self.context_turns:  # absent at 0, so per-utterance encoders keep their old ids
+            parts["context_turns"] = self.context_turns
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
     @torch.no_grad()
-    def encode(self, texts: list[str], batch_size: int = 64,
-               progress: bool = False) -> np.ndarray:
-        """Embed texts in evaluation mode; batches are length-sorted for speed.
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False,
+               contexts: list[str] | None = None) -> np.ndarray:
+        """Embed texts (with their ``contexts``, if given) in evaluation mode.
+
+        Batches are length-sorted for speed. ``contexts`` are the second segments that
+        :func:`conversation_inputs` builds; they are ignored by an encoder with
+        ``context_turns == 0``.
 
         Returns:
             A float32 array of shape ``(len(texts), dim)`` in input order.
         """
         was_training = self.training
         self.eval()
+        if not self.context_turns:
+            contexts = None
         device = next(self.parameters()).device
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        length = ((lambda i: len(texts[i])) if contexts is None else
+                  (lambda i: len(texts[i]) + len(contexts[i])))
+        order = sorted(range(len(texts)), key=length)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         starts = range(0, len(order), batch_size)
         for start in progress_of(starts, "encode text", unit="batch", enabled=progress, logger=log):
             idx = order[start:start + batch_size]
-            batch = self.tokenize([texts[i] or "" for i in idx])
+            batch = self.tokenize([texts[i] or "" for i in idx],
+                                  None if contexts is None else [contexts[i] for i in idx])
             vectors = self(**{k: v.to(device) for k, v in batch.items()})
             out[idx] = vectors.float().cpu().numpy()
         self.train(was_training)
         return out
+
+    def encode_turns(self, turns: Sequence[tuple[str | None, str, Sequence[Turn]]],
+                     batch_size: int = 64) -> np.ndarray:
+        """Embed live utterances: ``(speaker, text, past turns of the call)`` each.
+
+        The serving path's entry to the same inputs :func:`conversation_inputs` gives the
+        trainer: ``past`` holds the call's earlier utterances (any speaker, oldest first;
+        only the last ``context_turns`` are used, and none at ``context_turns == 0``).
+        """
+        if not self.context_turns:
+            return self.encode([t or "" for _, t, _ in turns], batch_size)
+        texts = [turn_text(s, t) for s, t, _ in turns]
+        contexts = [context_text(p, self.context_turns) for _, _, p in turns]
+        return self.encode(texts, batch_size, contexts=contexts)

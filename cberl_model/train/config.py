@@ -40,6 +40,9 @@ class TrainConfig:
     encoder_batch_size: int = 32
     encoder_max_tokens: int = 64
     encoder_lora_rank: int = 16
+    # Earlier turns (with speaker names, past only) in the encoder's input; 0: the utterance
+    # alone. Serving must pass the call's past turns (TextEncoder.encode_turns).
+    encoder_context_turns: int = 0
     # Stage 2: augmentation of the training conversations (see train/augment.py):
     # none | oversample | smote | gan | classweight; each class is topped up to
     # augment_ratio * the largest class count (docs/augmentation.md).
@@ -71,6 +74,10 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 3e-4
     weight_decay: float = 1e-4
+    # Post-hoc class-prior correction: "label=bias,..." added to every ensemble member's
+    # logits after training (folded into the classifier's output biases, so serving needs
+    # nothing new); fitted out of fold by benchmarks/quality.py --cv (train/prior.py).
+    logit_bias: str = ""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -105,6 +112,10 @@ class TrainConfig:
             out.append(f"full_future_rate must be in [0, 1], got {self.full_future_rate}")
         if not 0.0 < self.augment_ratio <= 1.0:
             out.append(f"augment_ratio must be in (0, 1], got {self.augment_ratio}")
+        try:
+            parse_logit_bias(self.logit_bias)
+        except ConfigError as exc:
+            out.append(str(exc))
         if self.use_graph and self.gat_heads >= 1 and (2 * self.latent_dim) % self.gat_heads:
             out.append(f"the speaker GAT's width 2 * latent_dim ({2 * self.latent_dim}) must be "
                        f"divisible by gat_heads ({self.gat_heads})")
@@ -137,7 +148,8 @@ class TrainConfig:
 
 
 _AT_LEAST_ONE = ("epochs", "batch_size", "gat_heads", "ensemble_members", "gan_epochs")
-_AT_LEAST_ZERO = ("past", "future", "patience", "crossfit_folds", "focal_gamma")
+_AT_LEAST_ZERO = ("past", "future", "patience", "crossfit_folds", "focal_gamma",
+                  "encoder_context_turns")
 _RATES = ("dropout", "mask_rate", "target_mask_rate", "modality_dropout")
 
 
@@ -148,3 +160,21 @@ def _fits(value: Any, kind: type) -> bool:
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, kind)
+
+
+def parse_logit_bias(spec: str) -> dict[str, float]:
+    """``"fear=0.8,disgust=1.1"`` -> ``{"fear": 0.8, "disgust": 1.1}`` ('' -> no bias).
+
+    Raises:
+        ConfigError: On an entry that is not ``label=number``.
+    """
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        label, sep, value = part.partition("=")
+        try:
+            if not sep or not label.strip():
+                raise ValueError
+            out[label.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"logit_bias entries must be label=number, got {part!r}") from None
+    return out

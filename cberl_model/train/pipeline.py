@@ -6,6 +6,7 @@ import json
 import logging
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ from cberl_model.runtime import (
     select_device,
 )
 from cberl_model.train.augment import AugmentSettings, get_augmentation
-from cberl_model.train.config import TrainConfig
+from cberl_model.train.config import TrainConfig, parse_logit_bias
 from cberl_model.train.loop import ObjectiveWeights, Trainer
+from cberl_model.train.prior import bias_vector, fold_into_model
 from cberl_model.train.report import plot_confusion, plot_training_curve
 from cberl_model.windows import ConversationFeatures, evaluation_windows, training_windows
 
@@ -71,24 +73,42 @@ def out_of_fold_features(config: TrainConfig, finetune: FinetuneConfig, train: C
     return [by_id[c.conversation_id] for c in train.conversations]
 
 
-def run_training(config: TrainConfig) -> dict[str, Any]:
-    """Run every stage and write the run directory and the model artifact.
+@dataclass
+class FittedModel:
+    """What :func:`fit_model` trains: the network, its encoder, and what the stages report."""
 
-    Returns:
-        The ``metrics.json`` content.
+    model: CBERL
+    encoder: TextEncoder | None
+    spec: FeatureSpec
+    labels: tuple[str, ...]
+    encoder_stage: dict[str, Any] | None
+    best_epoch: int
+    history: list[dict[str, Any]]
+    dev_feats: list[ConversationFeatures]
+    device: torch.device
+
+
+def finetune_config(config: TrainConfig) -> FinetuneConfig:
+    """Stage 1's settings from the run's."""
+    return FinetuneConfig(epochs=config.encoder_epochs, lr=config.encoder_lr,
+                          batch_size=config.encoder_batch_size,
+                          max_tokens=config.encoder_max_tokens,
+                          class_weight_power=config.class_weight_power,
+                          lora=LoraSpec(rank=config.encoder_lora_rank,
+                                        alpha=2 * config.encoder_lora_rank),
+                          context_turns=config.encoder_context_turns)
+
+
+def fit_model(config: TrainConfig, train: Corpus, dev: Corpus) -> FittedModel:
+    """Stages 1-3 on in-memory corpora; ``dev`` picks the encoder epoch and stops training.
+
+    The recipe's ``logit_bias`` is folded into the trained network last. Writes nothing
+    but the caches (:func:`run_training` writes the run directory; the cross-validation
+    harness, :mod:`cberl_model.train.crossval`, calls this on its folds).
     """
-    started = time.perf_counter()
     configure_threads()
     device = select_device(config.device)
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    if not config.train or not config.dev:
-        raise ConfigError("both --train and --dev corpora are required (FORMAT:PATH)")
-    train, dev = load_corpus(config.train), load_corpus(config.dev)
-    log.info("train: %d conversations, %d utterances; dev: %d / %d", len(train.conversations),
-             train.num_utterances, len(dev.conversations), dev.num_utterances)
 
     # Stage 1: the text encoder, adapted to emotion when asked (and when there is text).
     encoder_stage: dict[str, Any] | None = None
@@ -96,17 +116,13 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     finetune: FinetuneConfig | None = None
     needs_text = "text" not in train.feature_dims() and any(u.text for u in train.utterances())
     if needs_text and config.adapt_encoder:
-        finetune = FinetuneConfig(epochs=config.encoder_epochs, lr=config.encoder_lr,
-                                  batch_size=config.encoder_batch_size,
-                                  max_tokens=config.encoder_max_tokens,
-                                  class_weight_power=config.class_weight_power,
-                                  lora=LoraSpec(rank=config.encoder_lora_rank,
-                                                alpha=2 * config.encoder_lora_rank))
+        finetune = finetune_config(config)
         encoder, encoder_stage = adapted_encoder(config.text_model, train, dev, finetune,
                                                  config.encoder_seed, cache_dir, device,
                                                  config.progress)
     elif needs_text:
-        encoder = TextEncoder(config.text_model, max_tokens=config.encoder_max_tokens)
+        encoder = TextEncoder(config.text_model, max_tokens=config.encoder_max_tokens,
+                              context_turns=config.encoder_context_turns)
     if encoder is not None:
         encoder.to(device)
 
@@ -149,6 +165,31 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
                                                config.full_future_rate, rng),
                 dev_windows, config.epochs, config.patience, config.batch_size, rng,
                 config.progress)
+    bias = parse_logit_bias(config.logit_bias)
+    if bias:
+        fold_into_model(model, bias_vector(bias, train.labels))
+    return FittedModel(model, encoder, spec, train.labels, encoder_stage, trainer.best_epoch,
+                       trainer.history, dev_feats, device)
+
+
+def run_training(config: TrainConfig) -> dict[str, Any]:
+    """Run every stage and write the run directory and the model artifact.
+
+    Returns:
+        The ``metrics.json`` content.
+    """
+    started = time.perf_counter()
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if not config.train or not config.dev:
+        raise ConfigError("both --train and --dev corpora are required (FORMAT:PATH)")
+    train, dev = load_corpus(config.train), load_corpus(config.dev)
+    log.info("train: %d conversations, %d utterances; dev: %d / %d", len(train.conversations),
+             train.num_utterances, len(dev.conversations), dev.num_utterances)
+    fitted = fit_model(config, train, dev)
+    model, encoder, spec, device = fitted.model, fitted.encoder, fitted.spec, fitted.device
+    dev_feats, encoder_stage = fitted.dev_feats, fitted.encoder_stage
 
     # Reports: final labels (full look-ahead) and revision-0 labels (no look-ahead).
     final, y_true, y_pred = evaluate_conversations(model, dev_feats, train.labels,
@@ -158,8 +199,8 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
         "dev": final,
         "dev_revision0": provisional,
         "encoder_stage_dev": encoder_stage["dev"] if encoder_stage else None,
-        "best_epoch": trainer.best_epoch,
-        "history": trainer.history,
+        "best_epoch": fitted.best_epoch,
+        "history": fitted.history,
         "train_seconds": time.perf_counter() - started,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(device),
@@ -176,5 +217,5 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
         f"dev, revision-0 labels (future=0)\n{format_report(provisional)}\n")
     plot_confusion(confusion(y_true, y_pred, len(train.labels)), train.labels,
                    run_dir / "confusion_matrix.png", "dev, final labels")
-    plot_training_curve(trainer.history, run_dir / "training_curve.png")
+    plot_training_curve(fitted.history, run_dir / "training_curve.png")
     return metrics

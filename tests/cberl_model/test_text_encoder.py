@@ -117,3 +117,47 @@ def test_lora_adapter_round_trip_changes_features(tmp_path, bundled):
 def test_copy_of_bundled_model_dir_has_same_fingerprint(tmp_path, bundled):
     copy = shutil.copytree(bundled.model_dir, tmp_path / "copy")
     assert TextEncoder(str(copy)).fingerprint == bundled.fingerprint
+
+
+def test_conversation_inputs_use_past_turns_only_with_speaker_names():
+    from cberl_model.features.text_encoder import conversation_inputs
+
+    speakers, texts = ["Joey", "Ross", "Joey"], ["How you doin'?", "Don't.", "What?"]
+    assert conversation_inputs(speakers, texts, 0) == (texts, None)
+    current, context = conversation_inputs(speakers, texts, 2)
+    assert current == ["Joey: How you doin'?", "Ross: Don't.", "Joey: What?"]
+    # most recent turn first, so truncation drops the oldest; nothing from the future
+    assert context == ["", "Joey: How you doin'?", "Ross: Don't. | Joey: How you doin'?"]
+    _, one = conversation_inputs(speakers, texts, 1)
+    assert one == ["", "Joey: How you doin'?", "Ross: Don't."]
+
+
+def test_context_encoder_serving_path_matches_the_trainer_features(tmp_path, bundled):
+    """encode_turns (what serving calls with the call's past turns) == featurize_corpus."""
+    from cberl_model.data import Conversation, Corpus, Utterance
+    from cberl_model.features.corpus_features import corpus_spec, featurize_corpus
+    from cberl_model.features.text_encoder import Turn
+
+    encoder = TextEncoder(context_turns=1)
+    lines = [("Joey", "How you doin'?"), ("Ross", "Don't."), ("Joey", "What? " * 40)]
+    corpus = Corpus("c", ("neutral",), [Conversation("d", [
+        Utterance(f"u{i}", s, t, "neutral") for i, (s, t) in enumerate(lines)])])
+    rows = featurize_corpus(corpus, corpus_spec(corpus, encoder), encoder)[0].features["text"]
+    past: list[Turn] = []
+    served = []
+    for speaker, text in lines:
+        served.append(encoder.encode_turns([(speaker, text, list(past))])[0])
+        past.append(Turn(speaker, text))
+    np.testing.assert_allclose(np.stack(served), rows, atol=1e-5)
+    # the context changes the vector (attention sees it) but not the first utterance's
+    alone = TextEncoder().encode(["Ross: Don't."])[0]
+    assert not np.allclose(rows[1], alone, atol=1e-4)
+    np.testing.assert_allclose(rows[0], TextEncoder().encode(["Joey: How you doin'?"])[0],
+                               atol=1e-5)
+
+
+def test_context_turns_are_part_of_the_feature_id_only_when_used(bundled):
+    assert TextEncoder(context_turns=0).feature_id() == bundled.feature_id()
+    assert TextEncoder(context_turns=1).feature_id() != bundled.feature_id()
+    with pytest.raises(ValueError, match="context_turns"):
+        TextEncoder(context_turns=-1)
