@@ -12,6 +12,7 @@ smallest such distance about 0.6x (asserted >= 0.2x; a copy gives 0).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -299,3 +300,27 @@ def test_train_cli_augments_with_the_gan(tiny_corpora, tmp_path: Path):
     bad = subprocess.run([*args, "--augment", "mixup"], cwd=tmp_path, env=env, text=True,
                          capture_output=True, timeout=600)
     assert bad.returncode == 2 and "unknown augmentation 'mixup'" in bad.stderr
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+                    reason="needs espeak-ng and sox")
+def test_asr_corpus_replaces_texts_with_what_asr_hears_and_caches_it(tmp_path):
+    from cberl_model.augment.asr_text import asr_corpus
+
+    heard: list[int] = []
+
+    def transcribe(audios):
+        heard.extend(a.size for a in audios)
+        assert all(a.dtype == np.float32 and a.size > 1600 for a in audios)  # > 0.1 s of sound
+        return [f"heard {len(heard) - len(audios) + i}" for i in range(len(audios))]
+
+    corpus = Corpus("c", ("neutral", "joy"), [Conversation("d", [
+        Utterance("u0", "A", "Hello there.", "joy"), Utterance("u1", "B", "", "neutral"),
+        Utterance("u2", "A", "Okay then.", "neutral")])])
+    out = asr_corpus(corpus, transcribe, "fake", tmp_path)
+    texts = [u.text for u in out.utterances()]
+    assert texts[1] == "" and texts[0].startswith("heard") and texts[2].startswith("heard")
+    assert [u.label for u in out.utterances()] == ["joy", "neutral", "neutral"]
+    assert len(heard) == 2
+    again = asr_corpus(corpus, transcribe, "fake", tmp_path)  # from the cache: no new ASR
+    assert len(heard) == 2 and [u.text for u in again.utterances()] == texts
