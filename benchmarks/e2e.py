@@ -64,7 +64,7 @@ POLICIES: dict[str, dict[str, str]] = {
     "baseline": {"CBERL_ASR_WINDOW_S": "30", "CBERL_ASR_MAX_BATCH": "1", "CBERL_UTTERANCE_UNIT": "segment",
                  "CBERL_CAPACITY_MAX_BACKLOG_S": "100000", "CBERL_CAPACITY_MAX_LOOP_LAG_MS": "100000",
                  "CBERL_CAPACITY_MAX_ASR_UTILIZATION": "1.0", "CBERL_ASR_DEGRADE_BACKLOG_S": "100000",
-                 "CBERL_ASR_SPECULATE_MS": "0"},
+                 "CBERL_ASR_SPECULATE_MS": "0", "CBERL_MAX_NO_SPEECH_PROB": "0.6"},
     # the new defaults (10 s window, batching, admission control), VAD segments
     "segment": {"CBERL_UTTERANCE_UNIT": "segment"},
     # the new defaults with turns as the unit of analysis
