@@ -32,7 +32,14 @@ from streamer.ice import restrict_host_addresses, rtc_configuration
 
 
 class JoinError(Exception):
-    """Something the user can fix: a bad server URL, token, file, or a refused join."""
+    """Something the user can fix: a bad server URL, token, file, or a refused join.
+
+    ``status``: the HTTP status when the gateway answered (``None``: it did not answer).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) 
             payload = await response.json(content_type=None)
             if response.status >= 400:
                 message = payload.get("error") if isinstance(payload, dict) else payload
-                raise JoinError(f"{url}: HTTP {response.status}: {message}")
+                raise JoinError(f"{url}: HTTP {response.status}: {message}", response.status)
             return payload
     except (aiohttp.ClientError, json.JSONDecodeError) as exc:
         raise JoinError(f"{url}: {exc}") from exc
@@ -177,7 +184,17 @@ async def join_call(server: str, call_id: str, token: str, wav: Path, video: Pat
             delay = min(delay * 2, 2.0)
 
     async with aiohttp.ClientSession() as session:
-        pc, speaker_id, lost = await connect(session)
+        # the first join waits out a gateway at capacity (503, Retry-After) for reconnect_s
+        deadline = asyncio.get_running_loop().time() + reconnect_s
+        while True:
+            try:
+                pc, speaker_id, lost = await connect(session)
+                break
+            except JoinError as exc:
+                wait = 2.0
+                if exc.status != 503 or asyncio.get_running_loop().time() + wait > deadline:
+                    raise
+            await asyncio.sleep(wait)
         reconnects = 0
         try:
             done = asyncio.ensure_future(sent.wait()) if hangup_after_s is None else \
