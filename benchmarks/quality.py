@@ -306,6 +306,9 @@ def cv_markdown(report: dict[str, Any]) -> str:
         out.append(f"### {corpus}: {report['folds']}-fold CV by conversation over train+dev\n")
         out.append(f"Mean ± std over folds × seeds {report['seeds']} (F1, %); folds: "
                    f"`docs/cv_folds.json` (hash {block['folds_hash']}).\n")
+        if not block["summary"]:
+            out.append("No fold has finished yet (`--report-only` lists the missing ones).\n")
+            continue
         out.append("| variant | system | " + " | ".join(c.replace("_f1", "").replace("_", " ")
                                                      for c in cols) + " |")
         out.append("|---|---" + "|---" * len(cols) + "|")
@@ -450,6 +453,23 @@ def asr_dev_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def asr_corpus_main(args: argparse.Namespace) -> int:
+    """``--asr-corpus FORMAT:PATH --asr-out OUT.jsonl``: a corpus with a fraction of its
+    texts replaced by what ASR hears (for ASR-robust training: ``--train jsonl:OUT``)."""
+    from cberl_model.augment.asr_text import asr_corpus
+    from cberl_model.data.jsonl import write_jsonl
+
+    transcribe, transcriber_id = asr_transcriber()
+    corpus = load_corpus(args.asr_corpus)
+    heard = asr_corpus(corpus, transcribe, transcriber_id, default_cache_dir(),
+                       seed=args.asr_seed, fraction=args.asr_fraction)
+    args.asr_out.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(heard, args.asr_out)
+    log.info("wrote %s (%d utterances, %.0f %% ASR text)", args.asr_out, heard.num_utterances,
+             100 * args.asr_fraction)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -469,8 +489,17 @@ def main() -> int:
                         help="score --model-dirs on gold dev and on ASR'd dev (writes --out)")
     parser.add_argument("--meld-models", nargs="*", default=["cberl_model/default_model"])
     parser.add_argument("--emorynlp-models", nargs="*", default=[])
+    parser.add_argument("--asr-corpus", metavar="FORMAT:PATH",
+                        help="write this corpus with ASR text (a --asr-fraction of it) to --asr-out")
+    parser.add_argument("--asr-out", type=Path)
+    parser.add_argument("--asr-fraction", type=float, default=1.0)
+    parser.add_argument("--asr-seed", type=int, default=0)
     args = parser.parse_args()
     setup_logging()
+    if args.asr_corpus:
+        if args.asr_out is None:
+            parser.error("--asr-corpus needs --asr-out")
+        return asr_corpus_main(args)
     if args.asr_dev:
         args.models = {"meld": args.meld_models, "emorynlp": args.emorynlp_models}
         if args.out == Path("docs/quality.json"):
