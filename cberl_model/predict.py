@@ -42,20 +42,16 @@ def predict_spans(model: CBERL, table: NodeTable, starts: np.ndarray, ends: np.n
                   targets: np.ndarray, device: torch.device) -> np.ndarray:
     """Class probabilities ``(W, C)`` of windows given as spans of one node table.
 
-    One forward pass for all of them (the incremental path's micro-batch); the windows and
-    their graphs are built in vectorised torch on ``device``
-    (:meth:`~cberl_model.windows.WindowBatch.from_spans`).
+    One forward pass for all of them (the incremental path's micro-batch), sharing the work
+    of nodes that several windows hold (:meth:`~cberl_model.nn.CBERL.predict_spans`; the
+    same values as ``predict_proba`` of :meth:`~cberl_model.windows.WindowBatch.from_spans`).
     """
-    config = model.config
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device)
 
-    labels = torch.full((int(table.speakers.numel()),), -1, dtype=torch.long, device=device)
-    batch = WindowBatch.from_spans(table.features, table.present, table.speakers, tensor(starts),
-                                   tensor(ends), tensor(targets), labels, config.past,
-                                   config.future, config.edge_decay)
-    return model.predict_proba(batch).cpu().numpy()
+    return model.predict_spans(table.features, table.present, table.speakers, tensor(starts),
+                               tensor(ends), tensor(targets)).cpu().numpy()
 
 
 def evaluate_conversations(model: CBERL, conversations: list[ConversationFeatures],

@@ -82,3 +82,37 @@ def batched_window_edges(sizes: Tensor, speakers: Tensor, past: int, future: int
     edge_type = torch.where(delta == 0, SELF, edge_type)
     edge_weight = torch.exp(-delta.abs().float() / decay)
     return torch.stack([source, target]), edge_type, edge_weight
+
+
+def dense_window_edges(sizes: Tensor, speakers: Tensor, past: int, future: int,
+                       decay: float = 4.0) -> tuple[Tensor, Tensor]:
+    """The edges of many windows on a dense ``(window, target, source)`` grid.
+
+    The same graph as :func:`batched_window_edges`, laid out for dense attention: edge
+    ``j -> i`` of window ``w`` is ``mask[w, i, j]``, its type one-hot in
+    ``kinds[w, i, j, :NUM_EDGE_TYPES]`` and its weight in ``kinds[w, i, j, NUM_EDGE_TYPES]``.
+
+    Args:
+        sizes: Nodes per window ``(W,)``.
+        speakers: Speaker of each window position ``(W, L)``, ``L >= sizes.max()``;
+            only equality within a window matters (padding is ignored).
+        past / future / decay: As in :func:`window_edges`.
+
+    Returns:
+        ``kinds`` float ``(W, L, L, NUM_EDGE_TYPES + 1)`` and ``mask`` bool ``(W, L, L)``.
+    """
+    device = speakers.device
+    longest = speakers.size(1)
+    pos = torch.arange(longest, device=device)
+    delta = pos.view(1, -1) - pos.view(-1, 1)  # source - target, (target, source)
+    band = (delta >= -past) & (delta <= future)
+    inside = pos.view(1, -1) < sizes.view(-1, 1)  # (W, L)
+    mask = band & inside.unsqueeze(2) & inside.unsqueeze(1)
+    same = speakers.unsqueeze(2) == speakers.unsqueeze(1)  # (W, L, L)
+    base = torch.where(delta < 0, PAST_SAME, FUTURE_SAME)  # *_OTHER = *_SAME + 1
+    edge_type = torch.where(delta == 0, SELF, base + (~same).long())
+    kinds = torch.zeros(*mask.shape, NUM_EDGE_TYPES + 1, device=device)
+    kinds[..., :NUM_EDGE_TYPES] = torch.nn.functional.one_hot(edge_type, NUM_EDGE_TYPES).float()
+    kinds[..., NUM_EDGE_TYPES] = torch.exp(-delta.abs().float() / decay)
+    kinds.mul_(mask.unsqueeze(-1))
+    return kinds, mask

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cberl_model.nn.inference_cache import cached
+
 
 class WeakClassifierEnsemble(nn.Module):
     r"""CBERL's emotion classifier: several shallow classifiers whose probabilities are averaged.
@@ -62,6 +64,30 @@ class WeakClassifierEnsemble(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.stack([m(x * mask) for m, mask in zip(self.members, self.masks, strict=True)])
+
+    @torch.no_grad()
+    def infer(self, x: Tensor) -> Tensor:
+        """Eval-mode :meth:`forward` in two batched products instead of ``2 K`` small ones.
+
+        Each member's subspace mask is folded into its first layer's weight columns
+        (``W (x * m) = (W * m) x``), the first layers run as one ``(N, K * hidden)`` matrix
+        product and the second layers as one batched product.
+        """
+        w1, b1, w2, b2 = cached(self, "stacked", [*self.parameters(), self.masks], self._stacked)
+        hidden = torch.nn.functional.gelu(torch.addmm(b1, x, w1))  # (N, K * hidden)
+        hidden = hidden.view(x.size(0), self.num_members, -1).transpose(0, 1)  # (K, N, hidden)
+        return torch.baddbmm(b2, hidden, w2)
+
+    def _stacked(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Masked first layers ``(in, K * hidden)`` + bias, second layers ``(K, hidden, C)`` + bias."""
+        with torch.no_grad():
+            first = [m[1] for m in self.members]
+            second = [m[3] for m in self.members]
+            w1 = torch.cat([layer.weight * mask for layer, mask in zip(first, self.masks, strict=True)])
+            b1 = torch.cat([layer.bias for layer in first])
+            w2 = torch.stack([layer.weight for layer in second]).transpose(1, 2).contiguous()
+            b2 = torch.stack([layer.bias for layer in second]).unsqueeze(1)
+            return w1.T.contiguous(), b1, w2, b2
 
     @staticmethod
     def probabilities(logits: Tensor) -> Tensor:

@@ -136,21 +136,57 @@ class SpeakerGAT(nn.Module):
                 return (query + norm(torch.nn.functional.gelu(out))).squeeze(1)
         raise AssertionError("SpeakerGAT has at least one layer")
 
+    @torch.no_grad()
+    def infer_dense(self, x: Tensor, source: Tensor, target: Tensor, kinds: Tensor,
+                    mask: Tensor, at: Tensor, chunk_pairs: int = 2048) -> Tensor:
+        r"""Eval-mode states of one target per window, from dense windows (fast path).
+
+        What :meth:`infer` computes after its dense layout, with the first layer's
+        ``lin_l`` / ``lin_r`` maps of ``x`` given (the caller may fold them into whatever
+        produced ``x``, e.g. the projection before the graph).
+
+        Args:
+            x: Node states ``(W, L, dim)``.
+            source / target: ``convs[0].lin_l(x)`` and ``convs[0].lin_r(x)`` ``(W, L, dim)``.
+            kinds / mask: The dense edges (:func:`~cberl_model.window_graph.dense_window_edges`).
+            at: Position of each window's target ``(W,)``.
+
+        Shapes:
+            - output: ``(W, dim)``.
+        """
+        rows = torch.arange(x.size(0), device=x.device)
+        for k, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            last = k == self.num_layers - 1
+            query = x[rows, at].unsqueeze(1) if last else x
+            if last:  # the last layer only into the targets
+                kinds, mask = kinds[rows, at].unsqueeze(1), mask[rows, at].unsqueeze(1)
+            src = source if k == 0 else None
+            tgt = None if k else (target[rows, at].unsqueeze(1) if last else target)
+            out = self._dense_attention(conv, query, x, kinds, mask, chunk_pairs, src, tgt)
+            x = query + norm(torch.nn.functional.gelu(out))
+        return x.squeeze(1)
+
     def _dense_attention(self, conv: GATv2Conv, query: Tensor, keys: Tensor, kinds: Tensor,
-                         mask: Tensor, chunk_pairs: int) -> Tensor:
-        """One GATv2 layer on dense windows: ``(W, Lq, dim)`` queries over ``(W, L, dim)``."""
+                         mask: Tensor, chunk_pairs: int, source: Tensor | None = None,
+                         target: Tensor | None = None) -> Tensor:
+        """One GATv2 layer on dense windows: ``(W, Lq, dim)`` queries over ``(W, L, dim)``.
+
+        ``source`` / ``target``: ``conv.lin_l(keys)`` / ``conv.lin_r(query)`` when known.
+        """
         heads, channels = conv.heads, conv.out_channels
         windows, lq, lk = mask.shape
-        source = conv.lin_l(keys)  # (W, L, H*C): x_j, the messages
-        target = conv.lin_r(query)  # (W, Lq, H*C): x_i
+        source = conv.lin_l(keys) if source is None else source  # (W, L, H*C): x_j, the messages
+        target = conv.lin_r(query) if target is None else target  # (W, Lq, H*C): x_i
         # Edge table: lin_edge([E_type | w]) = T[type] + w * u, one row per kind.
         weight = conv.lin_edge.weight  # (H*C, edge_type_dim + 1)
         table = torch.cat([self.edge_type.weight @ weight[:, :-1].T, weight[:, -1:].T])
-        # att as a block-diagonal (H*C, H) matrix: per-head dot products in one GEMM.
-        att = conv.att.view(heads, channels)
-        att_matrix = torch.block_diag(*att.unsqueeze(-1))
+        # Per-head attention vectors as a (H, C, 1) batch: logits by one strided bmm.
+        att = conv.att.view(heads, channels, 1)
         lowest = torch.finfo(query.dtype).min
-        out = target.new_empty(windows, lq, heads * channels)
+        # Messages head-major (W, H, L, C), outputs (W, H, Lq, C): aggregation is one bmm.
+        values = source.reshape(windows, lk, heads, channels).transpose(1, 2).contiguous()
+        out = target.new_empty(windows, heads, lq, channels)
+        blocked = ~mask
         step = max(1, chunk_pairs // (lq * lk))
         for a in range(0, windows, step):
             b = min(windows, a + step)
@@ -159,9 +195,10 @@ class SpeakerGAT(nn.Module):
             flat = pair.view(-1, heads * channels)
             flat.addmm_(kinds[a:b].reshape(-1, table.size(0)), table)
             torch.nn.functional.leaky_relu(flat, conv.negative_slope, inplace=True)
-            logits = (flat @ att_matrix).view(b - a, lq, lk, heads)
-            logits.masked_fill_(~mask[a:b].unsqueeze(-1), lowest)
-            alpha = logits.softmax(dim=2)  # over each target's sources
-            values = source[a:b].view(b - a, lk, heads, channels)
-            out[a:b] = torch.einsum("wqjh,wjhc->wqhc", alpha, values).reshape(b - a, lq, -1)
-        return out + conv.bias
+            logits = torch.bmm(flat.view(-1, heads, channels).transpose(0, 1), att)  # (H, P, 1)
+            logits = logits.view(heads, b - a, lq, lk).transpose(0, 1)  # (w, H, Lq, L)
+            logits = logits.masked_fill(blocked[a:b].unsqueeze(1), lowest)
+            alpha = logits.softmax(dim=-1)  # over each target's sources
+            torch.bmm(alpha.reshape(-1, lq, lk), values[a:b].view(-1, lk, channels),
+                      out=out[a:b].view(-1, lq, channels))
+        return out.transpose(1, 2).reshape(windows, lq, heads * channels) + conv.bias

@@ -20,6 +20,7 @@ from cberl_model.train.loop import ObjectiveWeights, Stage, Trainer
 from cberl_model.windows import (
     ConversationFeatures,
     Window,
+    WindowBatch,
     evaluation_windows,
 )
 from tests.cberl_model.nn_helpers import (
@@ -188,3 +189,31 @@ def test_cberl_overfits_tiny_data() -> None:
     assert final["focal"] < 0.1 * initial["focal"], (initial, final)
     accuracy = (model.predict_proba(batch).argmax(1) == batch.labels).float().mean().item()
     assert accuracy == 1.0
+
+
+@pytest.mark.parametrize("overrides", [{}, {"fusion": "concat"}, {"use_graph": False},
+                                       {"gat_layers": 1}, {"gat_layers": 3}])
+def test_cberl_predict_spans_equals_predict_proba(overrides: dict[str, object]) -> None:
+    """The shared-work span path gives predict_proba's probabilities (live-call and odd spans)."""
+    torch.manual_seed(0)
+    dims = {m: ALL_DIMS[m] for m in ("text", "audio")}
+    model = CBERL(small_config(dims, **overrides)).eval()
+    n = 40
+    features = {m: torch.randn(n, d) for m, d in dims.items()}
+    present = {m: torch.rand(n) > 0.3 for m in dims}
+    speakers = torch.randint(0, 3, (n,))
+    # A live call's windows (same end, consecutive starts), then unrelated spans.
+    starts = torch.tensor([0, 1, 2, 7, 7, 8, 12, 20, 30, 39])
+    ends = torch.tensor([6, 6, 6, 8, 12, 12, 20, 26, 39, 40])
+    targets = torch.tensor([3, 4, 5, 7, 10, 11, 15, 24, 36, 39])
+    batch = WindowBatch.from_spans(features, present, speakers, starts, ends, targets,
+                                   torch.full((n,), -1), model.config.past, model.config.future,
+                                   model.config.edge_decay)
+    expected = model.predict_proba(batch)
+    got = model.predict_spans(features, present, speakers, starts, ends, targets)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    # The folded-weight cache follows a parameter update.
+    with torch.no_grad():
+        model.project.weight.mul_(1.5)
+    again = model.predict_spans(features, present, speakers, starts, ends, targets)
+    torch.testing.assert_close(again, model.predict_proba(batch), atol=1e-5, rtol=0)

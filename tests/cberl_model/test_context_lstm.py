@@ -41,3 +41,17 @@ def test_context_lstm_windows_are_independent(num_layers: int) -> None:
     y[3] += 1.0  # last node of window 0
     assert not torch.allclose(lstm(y, batch)[0], together[0])
     assert torch.allclose(lstm(y, batch)[4:], together[4:], atol=1e-6)
+
+
+def test_context_lstm_infer_spans_equals_forward_per_window() -> None:
+    """Shared forward (per start) / backward (per end) passes give each window's outputs."""
+    torch.manual_seed(0)
+    lstm = ContextLSTM(8, 5, dropout=0.0).eval()
+    x = torch.randn(20, 8)
+    starts = torch.tensor([0, 0, 1, 3, 5, 5, 12, 19])
+    ends = torch.tensor([4, 6, 6, 6, 9, 10, 20, 20])
+    forward, index_f, backward, index_b = lstm.infer_spans(x, starts, ends)
+    for w, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        expected = lstm(x[s:e], torch.zeros(e - s, dtype=torch.long))
+        got = torch.cat([forward[index_f[w, :e - s]], backward[index_b[w, :e - s]]], -1)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)

@@ -63,3 +63,10 @@ def test_ensemble_single_member_uses_all_features() -> None:
 def test_ensemble_invalid_arguments(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         WeakClassifierEnsemble(8, 3, **kwargs)  # type: ignore[arg-type]
+
+
+def test_ensemble_infer_equals_forward() -> None:
+    torch.manual_seed(0)
+    ensemble = WeakClassifierEnsemble(10, 3, num_members=4, hidden_dim=6, subspace=0.5).eval()
+    x = torch.randn(7, 10)
+    torch.testing.assert_close(ensemble.infer(x), ensemble(x), atol=1e-5, rtol=0)

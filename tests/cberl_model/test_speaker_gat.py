@@ -13,6 +13,7 @@ from cberl_model.nn import (
     SpeakerGAT,
 )
 from cberl_model.window_graph import (
+    dense_window_edges,
     window_edges,
 )
 
@@ -62,3 +63,15 @@ def test_speaker_gat_infer_equals_forward_at_targets(heads: int, num_layers: int
     dense = gat.infer(x, edge_index, edge_type, edge_weight, batch, targets, chunk_pairs=10)
     torch.testing.assert_close(only, full, atol=1e-5, rtol=0)
     torch.testing.assert_close(dense, full, atol=1e-5, rtol=0)
+
+    # The fast path from precomputed first-layer maps on the dense layout.
+    pos = torch.arange(x.size(0)) - torch.tensor(offsets)[batch]
+    dense = torch.zeros(len(sizes), max(sizes), 8)
+    dense[batch, pos] = x
+    speakers = torch.zeros(len(sizes), max(sizes), dtype=torch.long)
+    speakers[batch, pos] = torch.cat([torch.arange(n) % 2 for n in sizes])
+    kinds, mask = dense_window_edges(torch.tensor(sizes), speakers, past=2, future=1)
+    conv = gat.convs[0]
+    fast = gat.infer_dense(dense, conv.lin_l(dense), conv.lin_r(dense), kinds, mask,
+                           targets - torch.tensor(offsets), chunk_pairs=10)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=0)

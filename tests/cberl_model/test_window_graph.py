@@ -19,6 +19,7 @@ from cberl_model.window_graph import (
     PAST_SAME,
     SELF,
     batched_window_edges,
+    dense_window_edges,
     window_edges,
 )
 from tests.cberl_model.nn_helpers import (
@@ -86,3 +87,23 @@ def test_batched_window_edges_equal_one_window_at_a_time() -> None:
     assert torch.equal(edge_index, torch.cat([p[0] + o for p, o in zip(parts, offsets, strict=True)], 1))
     assert torch.equal(edge_type, torch.cat([p[1] for p in parts]))
     assert torch.equal(edge_weight, torch.cat([p[2] for p in parts]))
+
+
+def test_dense_window_edges_equal_the_flat_edges() -> None:
+    """The dense (window, target, source) grid holds exactly batched_window_edges' edges."""
+    torch.manual_seed(0)
+    sizes = torch.tensor([5, 1, 3, 13, 12])
+    speakers = torch.randint(0, 3, (5, 13))
+    kinds, mask = dense_window_edges(sizes, speakers, 10, 2, 4.0)
+    flat = torch.cat([speakers[w, :n] for w, n in enumerate(sizes.tolist())])
+    edge_index, edge_type, edge_weight = batched_window_edges(sizes, flat, 10, 2, 4.0)
+    batch = torch.repeat_interleave(torch.arange(5), sizes)
+    pos = torch.arange(flat.numel()) - (torch.cumsum(sizes, 0) - sizes)[batch]
+    source, target = edge_index
+    grid = (batch[target], pos[target], pos[source])
+    expected_kinds, expected_mask = torch.zeros_like(kinds), torch.zeros_like(mask)
+    expected_kinds[(*grid, edge_type)] = 1.0
+    expected_kinds[(*grid, torch.full_like(edge_type, NUM_EDGE_TYPES))] = edge_weight
+    expected_mask[grid] = True
+    assert torch.equal(mask, expected_mask)
+    assert torch.equal(kinds, expected_kinds)
