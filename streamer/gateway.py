@@ -176,8 +176,12 @@ async def _call_or_restore(request: web.Request, body: dict[str, Any]) -> Call:
         verify_token(app[SETTINGS].secret(), _token(request, body), call_id, "participant")
     except TokenError:
         return _call(request)  # 404: unknown call, as without a record
+    check_new_call(app[SETTINGS], app[CALLS], [])  # a restored call counts against the cap
     call = await app[CALLS].restore(call_id, app[CALL_STORE], app[PUBLISHER].publish)
-    return call if call is not None else _call(request)
+    if call is None:
+        return _call(request)
+    await _mark_call(app, call_id)  # workers keep accepting its utterances past the old key's TTL
+    return call
 
 
 def _token(request: web.Request, body: dict[str, Any]) -> str | None:
