@@ -18,6 +18,7 @@ weighted and macro F1, and is folded into the members' output biases
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -153,3 +154,43 @@ class MemberLogits:
 
     def logits(self) -> np.ndarray:
         return np.concatenate(self._chunks, axis=1)
+
+
+def apply_to_artifact(model_dir: Path, spec: str, out_dir: Path) -> str:
+    """Fold a ``logit_bias`` into a trained model directory (no retraining); its new id.
+
+    The result equals training with that ``logit_bias`` in the recipe (the bias is applied
+    after training either way). The card records the bias in ``training.config``; its dev
+    metrics are those of the unbiased model (re-score with ``cberl_model.evaluate``).
+    """
+    from cberl_model.artifact import load_artifact, save_artifact  # artifact sits above nn
+    from cberl_model.train.config import parse_logit_bias
+
+    artifact = load_artifact(model_dir)
+    previous = artifact.card.get("training", {}).get("config", {}).get("logit_bias", "")
+    if previous:
+        raise ConfigError(f"{model_dir} already carries logit_bias {previous!r}")
+    fold_into_model(artifact.model, bias_vector(parse_logit_bias(spec), artifact.labels))
+    training = dict(artifact.card.get("training", {}))
+    training["config"] = {**training.get("config", {}), "logit_bias": spec}
+    save_artifact(out_dir, artifact.model, artifact.encoder, artifact.labels,
+                  artifact.feature_spec, training=training,
+                  metrics=artifact.card.get("metrics", {}))
+    return load_artifact(out_dir).model_id
+
+
+def main() -> int:
+    """``python -m cberl_model.train.prior MODEL_DIR "fear=0.8,disgust=1.1" [OUT_DIR]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=apply_to_artifact.__doc__)
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("logit_bias")
+    parser.add_argument("out_dir", type=Path, nargs="?")
+    args = parser.parse_args()
+    print(apply_to_artifact(args.model_dir, args.logit_bias, args.out_dir or args.model_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -139,3 +141,21 @@ def test_logit_bias_settings_round_trip_and_refuse_bad_entries():
         TrainConfig(logit_bias="fear")
     with pytest.raises(ConfigError, match="unknown label"):
         bias_vector({"anger": 1.0}, LABELS)
+
+
+def test_a_bias_folded_into_a_model_directory_shifts_only_the_output_biases(tmp_path):
+    from cberl_model.artifact import load_artifact
+    from cberl_model.train.prior import apply_to_artifact
+
+    new_id = apply_to_artifact(Path("cberl_model/default_model").resolve(), "fear=0.5",
+                               tmp_path / "biased")
+    before, after = load_artifact(), load_artifact(tmp_path / "biased")
+    assert new_id == after.model_id != before.model_id
+    fear = before.labels.index("fear")
+    for old, new in zip(before.model.classifier.members, after.model.classifier.members,
+                        strict=True):
+        shift = (new[-1].bias - old[-1].bias).detach().numpy()
+        assert shift[fear] == pytest.approx(0.5) and np.delete(shift, fear) == pytest.approx(0)
+    assert after.card["training"]["config"]["logit_bias"] == "fear=0.5"
+    with pytest.raises(ConfigError, match="already carries"):
+        apply_to_artifact(tmp_path / "biased", "joy=1", tmp_path / "twice")
