@@ -351,8 +351,7 @@ async def _metric(url: str, name: str) -> float:
 
 
 def summarize_profile(collapsed: Path, top: int = 15) -> dict[str, Any]:
-    """Share of samples per streamer thread and the hottest frames (self and inclusive)."""
-    threads: dict[str, int] = defaultdict(int)
+    """Share of samples in the hottest frames (self and inclusive; idle waits included)."""
     leaf: dict[str, int] = defaultdict(int)
     inclusive: dict[str, int] = defaultdict(int)
     total = 0
@@ -363,7 +362,6 @@ def summarize_profile(collapsed: Path, top: int = 15) -> dict[str, Any]:
         count = int(count_text)
         frames = stack_text.split(";")
         total += count
-        threads[frames[0].split(" ")[0]] += count
         leaf[frames[-1]] += count
         for frame in set(frames[1:]):
             inclusive[frame] += count
@@ -371,7 +369,7 @@ def summarize_profile(collapsed: Path, top: int = 15) -> dict[str, Any]:
     def share(d: dict[str, int]) -> list[list[object]]:
         return [[k, round(v / total, 3)] for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
 
-    return {"samples": total, "threads": share(threads), "self": share(leaf), "inclusive": share(inclusive)}
+    return {"samples": total, "self": share(leaf), "inclusive": share(inclusive)}
 
 
 def start_profile(pid: int | None, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
