@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deploy.speech import RATE, say, words  # noqa: E402
+from deploy.speech import RATE, say, word_errors, words  # noqa: E402
 from streamer.asr import Transcriber  # noqa: E402
 
 MELD_DEV = ROOT.parent / "shared" / "data" / "meld" / "dev_sent_emo.csv"
@@ -50,14 +50,6 @@ def meld_dev_texts(n: int, max_words: int = 40) -> list[str]:
     return texts
 
 
-def _errors(ref: str, hyp: str) -> tuple[int, int]:
-    r, h = words(ref), words(hyp)
-    row = list(range(len(h) + 1))
-    for i, a in enumerate(r, 1):
-        prev, row[0] = row[0], i
-        for j, b in enumerate(h, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (a != b))
-    return row[len(h)], len(r)
 
 
 def main() -> None:
@@ -93,7 +85,7 @@ def main() -> None:
             text = job()
             elapsed = time.perf_counter() - started
             c = configs.setdefault(name, {"ms": [], "err": [], "words": [], "bad": []})
-            e, n = _errors(texts[i], text)
+            e, n = word_errors(texts[i], text)
             c["ms"].append(elapsed * 1000)
             c["err"].append(e)
             c["words"].append(n)

@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from deploy.embedded import EmbeddedStack, StackSettings  # noqa: E402
 from deploy.services import free_port  # noqa: E402
-from deploy.speech import RATE, say, words, write_wav  # noqa: E402
+from deploy.speech import RATE, say, word_errors, words, write_wav  # noqa: E402
 
 MELD_DEV = ROOT.parent / "shared" / "data" / "meld" / "dev_sent_emo.csv"
 POLICIES: dict[str, dict[str, str]] = {
@@ -166,14 +166,6 @@ def offline_labels(dialogues: list[Dialogue]) -> None:
 
 # -- one call ------------------------------------------------------------------------------
 
-def _wer_counts(ref: str, hyp: str) -> tuple[int, int]:
-    r, h = words(ref), words(hyp)
-    row = list(range(len(h) + 1))
-    for i, a in enumerate(r, 1):
-        prev, row[0] = row[0], i
-        for j, b in enumerate(h, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (a != b))
-    return row[len(h)], len(r)
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[int, dict]:
@@ -305,7 +297,7 @@ def score_call(dialogue: Dialogue, log: dict[str, Any]) -> dict[str, Any]:
     for s in "AB":
         ref = " ".join(t.text for t in dialogue.truths if t.speaker == s)
         hyp = " ".join(text for _, text in sorted(hyp_text[s]))
-        e, n = _wer_counts(ref, hyp)
+        e, n = word_errors(ref, hyp)
         errors, ref_words = errors + e, ref_words + n
     lost = agree = gold_hits = scored = 0
     segments, lost_texts = [], []

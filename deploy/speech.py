@@ -3,9 +3,9 @@
 :func:`timeline_wav` lays sentences spoken by espeak-ng (:func:`say`) out on a call's
 timeline and writes the WAV a participant streams (``streamer.join --wav``), returning
 where each sentence's sound really starts and stops (:class:`Spoken`);
-:func:`word_error_rate` compares what was said with what the streamer transcribed. The
-streamer tests and ``benchmarks/streamer_latency.py`` use it now; later benchmarks (end-to-end
-latency, fault injection) will too.
+:func:`word_error_rate` / :func:`word_errors` compare what was said with what the streamer
+transcribed. The streamer tests and the end-to-end, ASR-window, fault and soak benchmarks
+use it.
 
 Needs the ``espeak-ng`` and ``sox`` programs (``deploy/system-packages.sh``).
 """
@@ -79,12 +79,19 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text)
 
 
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance / reference length."""
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """``(word-level Levenshtein distance, reference length)``: summed over many
+    utterances, their ratio is the corpus WER."""
     ref, hyp = words(reference), words(hypothesis)
     row = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         prev, row[0] = row[0], i
         for j, h in enumerate(hyp, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[len(hyp)] / max(len(ref), 1)
+    return row[len(hyp)], len(ref)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance / reference length."""
+    errors, length = word_errors(reference, hypothesis)
+    return errors / max(length, 1)
