@@ -212,8 +212,11 @@ def _scores(y: np.ndarray, logits: np.ndarray, labels: tuple[str, ...],
     return classification_report(y, probabilities(logits, bias).argmax(1), labels)
 
 
-def cv_summary(collected: dict[str, Any]) -> dict[str, Any]:
-    """Per variant and system: mean +- std over folds (x seeds), the dev part, the biases."""
+def cv_summary(collected: dict[str, Any], expected: int | None = None) -> dict[str, Any]:
+    """Per variant and system: mean +- std over folds (x seeds), the dev part, the biases.
+
+    ``expected`` (folds x seeds) marks a variant ``complete`` when all of them finished.
+    """
     labels = tuple(collected["labels"])
     out: dict[str, Any] = {}
     for variant, runs in collected["variants"].items():
@@ -253,7 +256,9 @@ def cv_summary(collected: dict[str, Any]) -> dict[str, Any]:
                     dev_rows.setdefault(system, []).append((y[dev], pred[dev]))
         block: dict[str, Any] = {"description": CV_VARIANTS[variant][0],
                                  "settings": CV_VARIANTS[variant][1],
-                                 "folds_x_seeds": len(runs), "systems": {}}
+                                 "folds_x_seeds": len(runs),
+                                 "complete": expected is None or len(runs) >= expected,
+                                 "systems": {}}
         for system, reports in systems.items():
             cells = {"weighted_f1": [r["weighted_f1"] for r in reports],
                      "macro_f1": [r["macro_f1"] for r in reports],
@@ -280,9 +285,14 @@ def cv_summary(collected: dict[str, Any]) -> dict[str, Any]:
 
 
 def cv_winner(summary: dict[str, Any]) -> dict[str, Any]:
-    """The deployable system with the highest CV mean weighted F1 (CBERL final, +- prior)."""
+    """The deployable system with the highest CV mean weighted F1 (CBERL final, +- prior).
+
+    Only variants whose every fold finished compete (a partial CV chooses nothing).
+    """
     best = None
     for variant, block in summary.items():
+        if not block.get("complete", True):
+            continue
         for system in ("CBERL final", "CBERL final + prior correction"):
             if system in block["systems"]:
                 score = block["systems"][system]["cv"]["weighted_f1"]["mean"]
@@ -330,10 +340,14 @@ def cv_markdown(report: dict[str, Any]) -> str:
                 out.append(f"| {variant} | {system} | " + " | ".join(cells) + " |")
         out.append("")
         for variant, vb in block["summary"].items():
-            out.append(f"- `{variant}` ({vb['description']}; {vb['folds_x_seeds']} folds×seeds, "
+            partial = "" if vb.get("complete", True) else " **partial**"
+            out.append(f"- `{variant}` ({vb['description']}; {vb['folds_x_seeds']} folds×seeds"
+                       f"{partial}, "
                        f"{vb['seconds_per_fold'] / 60:.1f} min per fold): logit bias fitted on "
                        f"all folds: `{vb['logit_bias']['fitted_on_all_folds'].get('final', '')}`")
         winner = block["winner"]
+        if not winner:
+            out.append("- **CV winner**: none yet (no variant has finished every fold)")
         if winner:
             out.append(f"- **CV winner**: `{winner['variant']}`, {winner['system']} "
                        f"({winner['weighted_f1']:.2f} mean weighted F1); settings "
@@ -359,7 +373,7 @@ def cv_main(args: argparse.Namespace) -> int:
     for corpus, folder in corpora.items():
         collected = cv_run(corpus, folder, args.variants, args.cv_seeds, args.cv,
                            args.runs / "cv", not args.report_only)
-        summary = cv_summary(collected)
+        summary = cv_summary(collected, args.cv * len(args.cv_seeds))
         old = report["corpora"].get(corpus, {}).get("summary", {})
         summary = {**{k: v for k, v in old.items() if k not in summary}, **summary}
         report["corpora"][corpus] = {"labels": collected["labels"],
