@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deploy.callcheck import Line, dialogue_wavs, meld_dialogues, score, snapshot, stack_children  # noqa: E402
-from deploy.services import PythonService, free_port  # noqa: E402
+from deploy.embedded import stack_process  # noqa: E402
+from deploy.services import PythonService  # noqa: E402
 
 MELD = ROOT.parent / "shared" / "data" / "meld" / "dev_sent_emo.csv"
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -218,13 +219,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "faults.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cberl-faults-"))
-    ports = {"port": free_port(), "broker": free_port(), "redis": free_port(), "metrics": free_port()}
-    stack = PythonService("stack", "deploy.embedded",
-                          ["--port", str(ports["port"]), "--broker-port", str(ports["broker"]),
-                           "--redis-port", str(ports["redis"]),
-                           "--worker-metrics-port", str(ports["metrics"]),
-                           "--data-dir", str(work / "data")],
-                          ports["port"], "/readyz", work, ENV, startup_timeout_s=240)
+    stack, ports = stack_process(work, ENV)
     server = f"http://127.0.0.1:{ports['port']}"
     turns = meld_dialogues(MELD, args.calls * len(args.scenarios), max_lines=8)
     results = []

@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.faults import ENV, MELD, _post, _wait  # noqa: E402
 from deploy.callcheck import dialogue_wavs, meld_dialogues, score, snapshot, stack_children  # noqa: E402
-from deploy.services import PythonService, free_port  # noqa: E402
+from deploy.embedded import stack_process  # noqa: E402
+from deploy.services import PythonService  # noqa: E402
 
 GAUGES = ("streamer_active_calls", "streamer_active_participants", "streamer_publish_backlog",
           "cberl_worker_active_calls")
@@ -97,12 +98,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "soak.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cberl-soak-"))
-    ports = {"port": free_port(), "broker": free_port(), "redis": free_port(), "metrics": free_port()}
-    stack = PythonService("stack", "deploy.embedded",
-                          ["--port", str(ports["port"]), "--broker-port", str(ports["broker"]),
-                           "--redis-port", str(ports["redis"]),
-                           "--worker-metrics-port", str(ports["metrics"]), "--data-dir", str(work / "data")],
-                          ports["port"], "/readyz", work, ENV, startup_timeout_s=240)
+    stack, ports = stack_process(work, ENV)
     server = f"http://127.0.0.1:{ports['port']}"
     made = [dialogue_wavs(t, work / f"d{i}") for i, t in
             enumerate(meld_dialogues(MELD, args.dialogues, max_lines=6, skip=40))]

@@ -34,7 +34,15 @@ from contracts.cli import load_settings, run_cli
 from contracts.logs import setup_logging
 from contracts.settings import SharedSettings, masked
 from contracts.topics import TopicError, ensure_topics
-from deploy.services import HOST, ChildService, PythonService, RedisServer, ServiceError, TansuBroker
+from deploy.services import (
+    HOST,
+    ChildService,
+    PythonService,
+    RedisServer,
+    ServiceError,
+    TansuBroker,
+    free_port,
+)
 from deploy.supervisor import GaveUp, RestartPolicy, Supervisor
 
 log = logging.getLogger("deploy.embedded")
@@ -150,6 +158,20 @@ class EmbeddedStack:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def stack_process(work_dir: Path, env: dict[str, str], startup_timeout_s: float = 240.0
+                  ) -> tuple[PythonService, dict[str, int]]:
+    """``python -m deploy.embedded`` as one child service on free ports, its data in
+    ``work_dir/data`` (the fault and soak benchmarks drive the stack this way, as a user
+    would start it). Returns the (not yet started) service and its ports."""
+    ports = {"port": free_port(), "broker": free_port(), "redis": free_port(), "metrics": free_port()}
+    args = ["--port", str(ports["port"]), "--broker-port", str(ports["broker"]),
+            "--redis-port", str(ports["redis"]), "--worker-metrics-port", str(ports["metrics"]),
+            "--data-dir", str(work_dir / "data")]
+    service = PythonService("stack", "deploy.embedded", args, ports["port"], "/readyz", work_dir, env,
+                            startup_timeout_s=startup_timeout_s)
+    return service, ports
 
 
 def main() -> int:
