@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,8 @@ from tests.cberl_model.test_augment import clustered_corpus, write_feature_corpu
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 LABELS = ("neutral", "joy", "fear", "disgust")
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def corpus_of(name: str, conversations: int) -> Corpus:
@@ -159,3 +163,14 @@ def test_a_bias_folded_into_a_model_directory_shifts_only_the_output_biases(tmp_
     assert after.card["training"]["config"]["logit_bias"] == "fear=0.5"
     with pytest.raises(ConfigError, match="already carries"):
         apply_to_artifact(tmp_path / "biased", "joy=1", tmp_path / "twice")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["/nonexistent-model", "fear=1"], "error: model directory /nonexistent-model does not exist"),
+    (["cberl_model/default_model", "fear=x"], "error: logit_bias entries must be label=number, got 'fear=x'"),
+])
+def test_prior_cli_user_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "cberl_model.train.prior", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == message, result.stderr
+    assert "Traceback" not in result.stderr
