@@ -54,6 +54,10 @@ class Call:
         self.sequencer = sequencer
         self.created_at_ms = now_ms()
         self.participants: dict[str, Participant] = {}
+        self.seats = 0
+        """Participant seats reserved at creation (the names it was created with): counted
+        against the streamer's capacity from then on, so calls created together cannot
+        overbook it before anyone has joined (:mod:`streamer.capacity`)."""
         self.ended = False
         self.idle_since_s: float | None = time.monotonic()
         """Monotonic time since which the call has had no participant (``None``: it has some)."""
@@ -137,6 +141,10 @@ class CallRegistry:
     def participant_count(self) -> int:
         """Live participant connections over every call."""
         return sum(len(call.participants) for call in self._calls.values())
+
+    def seats_in_use(self) -> int:
+        """Seats held over every call: reserved at creation, or live, whichever is more."""
+        return sum(max(call.seats, len(call.participants)) for call in self._calls.values())
 
     def add(self, call: Call) -> Call:
         self._calls[call.call_id] = call

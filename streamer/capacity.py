@@ -1,6 +1,13 @@
 """Admission control: the streamer refuses new calls and joins it cannot serve in real time.
 
-The streamer knows how loaded it is from three signals, sampled on the event loop:
+The streamer knows how loaded it is from a seat budget and three signals sampled on the
+event loop:
+
+- **Seats**: ``capacity_participants_per_core`` x the usable CPU cores. A new call reserves
+  one seat per name it is created with (:attr:`streamer.calls.Call.seats`), an extra
+  participant takes one more. The load signals below only see audio that is already
+  flowing, so calls created within seconds of each other would all pass them before anyone
+  speaks; the budget is what the end-to-end benchmark measured this CPU to hold.
 
 - **ASR backlog**: seconds of audio queued for (or in) Whisper
   (:attr:`streamer.analyzer.SegmentAnalyzer.backlog_s`). Above ``capacity_max_backlog_s``
@@ -28,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import statistics
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from streamer.limits import LimitError
@@ -64,11 +73,16 @@ class Capacity:
         source: The analyzer (backlog, busy time, live audio streams).
         settings: ``capacity_*`` limits.
         metrics: Where the gauges and the refusal counter live.
+        seats: Seats in use now (:meth:`streamer.calls.CallRegistry.seats_in_use`); ``None``:
+            no seat budget.
     """
 
     def __init__(self, source: LoadSource, settings: StreamerSettings,
-                 metrics: StreamerMetrics | None = None) -> None:
+                 metrics: StreamerMetrics | None = None,
+                 seats: Callable[[], int] | None = None) -> None:
         self._source = source
+        self._seats = seats
+        self.max_seats = int(settings.capacity_participants_per_core * usable_cores())
         self.max_backlog_s = settings.capacity_max_backlog_s
         self.max_lag_s = settings.capacity_max_loop_lag_ms / 1000
         self.max_utilization = settings.capacity_max_asr_utilization
@@ -128,7 +142,12 @@ class Capacity:
         found = self._refusal(joining)
         return None if found is None else found[1]
 
-    def _refusal(self, joining: int) -> tuple[str, str] | None:
+    def _refusal(self, joining: int, seated: bool = False) -> tuple[str, str] | None:
+        if joining and not seated and self._seats is not None and self.max_seats > 0:
+            used = self._seats()
+            if used + joining > self.max_seats:
+                return "seats", (f"{used} participant seats in use + {joining} > {self.max_seats} "
+                                 f"({usable_cores()} cores)")
         backlog_s = self._source.backlog_s
         if backlog_s > self.max_backlog_s:
             return "backlog", (f"ASR backlog {backlog_s:.1f} s of audio > {self.max_backlog_s:.1f} s: "
@@ -147,9 +166,12 @@ class Capacity:
                                        f"(> {self.max_utilization:.0%})")
         return None
 
-    def admit(self, joining: int = 1) -> None:
-        """Raise :class:`LimitError` 503 (with ``Retry-After``) when beyond capacity."""
-        found = self._refusal(joining)
+    def admit(self, joining: int = 1, seated: bool = False) -> None:
+        """Raise :class:`LimitError` 503 (with ``Retry-After``) when beyond capacity.
+
+        ``seated``: the newcomer takes a seat its call reserved at creation (no new seat).
+        """
+        found = self._refusal(joining, seated)
         if found is None:
             return
         kind, why = found
@@ -162,3 +184,8 @@ class Capacity:
     def check(self) -> str:
         """``ok`` or the reason, for ``/readyz``."""
         return self.reason(0) or "ok"
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -227,6 +227,7 @@ async def create_call(request: web.Request) -> web.Response:
     call_id = new_call_id()
     await _mark_call(app, call_id)
     call = app[CALLS].add(new_call(call_id, app[PUBLISHER].publish, app[CALL_STORE]))
+    call.seats = len(names)
     await app[CALL_STORE].created(call)
     log.info("call %s created", call_id)
     secret, ttl_s = settings.secret(), settings.token_ttl_s
@@ -259,7 +260,7 @@ async def join(request: web.Request) -> web.Response:
     assert claims.speaker_id is not None
     check_join(request.app[SETTINGS], call.participants, claims.speaker_id)
     if claims.speaker_id not in call.participants:  # a reconnect is always admitted
-        request.app[CAPACITY].admit(1)
+        request.app[CAPACITY].admit(1, seated=len(call.participants) < call.seats)
     participant = _new_participant(request.app, call, claims)
     pc = participant.pc
     try:
@@ -414,7 +415,7 @@ def create_app(settings: StreamerSettings, analyzer: SegmentAnalyzer) -> web.App
     app[METRICS] = metrics_
     app[CALLS] = CallRegistry(metrics_)
     app[ANALYZER] = analyzer
-    app[CAPACITY] = Capacity(analyzer, settings, metrics_)
+    app[CAPACITY] = Capacity(analyzer, settings, metrics_, app[CALLS].seats_in_use)
     app[HOSTS] = allowed_hosts(settings)
     app[LIMITER] = SubscriptionLimiter(settings)
     app[REDIS] = aioredis.Redis.from_url(str(settings.redis_url), socket_connect_timeout=2.0,

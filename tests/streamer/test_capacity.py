@@ -51,6 +51,27 @@ def test_backlog_refuses_with_503_retry_after_and_a_reason() -> None:
     capacity.admit(1)
 
 
+def test_seat_budget_counts_reserved_seats_and_lets_seated_joins_in(monkeypatch) -> None:
+    monkeypatch.setattr("streamer.capacity.usable_cores", lambda: 2)
+    in_use = [0]
+    capacity = Capacity(FakeLoad(), StreamerSettings(capacity_participants_per_core=4.0),
+                        seats=lambda: in_use[0])
+    assert capacity.max_seats == 8
+    capacity.admit(2)
+    in_use[0] = 7                          # e.g. three two-party calls and one extra guest
+    with pytest.raises(LimitError) as refused:
+        capacity.admit(2)                  # a new two-party call: 9 > 8
+    assert refused.value.status == 503 and "7 participant seats in use + 2 > 8" in str(refused.value)
+    capacity.admit(1)                      # one more guest still fits: 8
+    in_use[0] = 8
+    capacity.admit(1, seated=True)         # a participant taking the seat its call reserved
+    with pytest.raises(LimitError, match="seats"):
+        capacity.admit(1)
+    assert capacity.check() == "ok"        # full of seats is not unready: existing calls go on
+    assert Capacity(FakeLoad(), StreamerSettings(capacity_participants_per_core=0),
+                    seats=lambda: 10**6).admit(5) is None   # 0: no seat budget
+
+
 @pytest.mark.asyncio
 async def test_projected_utilization_and_sustained_loop_lag_refuse() -> None:
     load = FakeLoad()
