@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Sequence
 
 import faust
 from faust.types import EventT
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential
 
 from workers.dead_letter import DeadLetter, Incoming
 from workers.metrics import WorkerMetrics
@@ -24,26 +25,58 @@ from workers.state import Emitted
 log = logging.getLogger(__name__)
 
 
+PUBLISH_ATTEMPTS = 5
+"""Sends of one micro-batch's records before its failure counts as a processing error."""
+
+
 class TopicSink:
-    """Publishes Emotion events and dead letters to their faust topics, keyed by call."""
+    """Publishes Emotion events and dead letters to their faust topics, keyed by call.
+
+    A record the broker refuses is sent again, with back-off (0.25 s doubling to 2 s), up to
+    :data:`PUBLISH_ATTEMPTS` times: a just-restarted tansu answers the first produce
+    requests with ``UnknownError``, and a transient refusal must not dead-letter a batch of
+    valid utterances. Only the refused records are sent again.
+    """
 
     def __init__(self, emotions: faust.TopicT, dead_letters: faust.TopicT) -> None:
         self.emotions = emotions
         self.dead_letters = dead_letters
 
     async def publish(self, events: Sequence[Emitted]) -> None:
-        pending = [await self.emotions.send(key=e.call_id.encode(), value=e.value) for e in events]
-        await _delivered(pending)
+        await _send_all(self.emotions, [(e.call_id.encode(), e.value) for e in events])
 
     async def dead_letter(self, letters: Sequence[tuple[Incoming, DeadLetter]]) -> None:
-        pending = [await self.dead_letters.send(key=record.key, value=letter.model_dump_json().encode())
-                   for record, letter in letters]
-        await _delivered(pending)
+        await _send_all(self.dead_letters, [(record.key, letter.model_dump_json().encode())
+                                            for record, letter in letters])
 
 
-async def _delivered(pending: list[Awaitable[object]]) -> None:
-    if pending:
-        await asyncio.gather(*pending)
+async def _send_all(topic: faust.TopicT, records: list[tuple[bytes | None, bytes]]) -> None:
+    """Send ``records`` and wait for every acknowledgement; raises the last refusal."""
+    remaining = list(records)
+    async for attempt in AsyncRetrying(stop=stop_after_attempt(PUBLISH_ATTEMPTS),
+                                       wait=wait_exponential(multiplier=0.25, max=2.0),
+                                       before_sleep=_log_resend, reraise=True):
+        with attempt:
+            await _send_once(topic, remaining)
+
+
+async def _send_once(topic: faust.TopicT, remaining: list[tuple[bytes | None, bytes]]) -> None:
+    """One round: ``remaining`` is left holding the refused records (raises if any)."""
+    pending: list[Awaitable[object]] = [await topic.send(key=key, value=value)
+                                        for key, value in remaining]
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    refused = [(record, result) for record, result in zip(remaining, results, strict=True)
+               if isinstance(result, BaseException)]
+    remaining[:] = [record for record, _ in refused]
+    if refused:
+        error = refused[-1][1]
+        raise error if isinstance(error, Exception) else RuntimeError(repr(error))
+
+
+def _log_resend(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("the broker refused records (%s: %s); sending them again (attempt %d of %d)",
+                type(error).__name__, error, state.attempt_number + 1, PUBLISH_ATTEMPTS)
 
 
 def register_agents(app: faust.App, settings: WorkerSettings, processor: BatchProcessor,
