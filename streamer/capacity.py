@@ -82,7 +82,8 @@ class Capacity:
                  seats: Callable[[], int] | None = None) -> None:
         self._source = source
         self._seats = seats
-        self.max_seats = int(settings.capacity_participants_per_core * usable_cores())
+        self.cores = usable_cores()
+        self.max_seats = int(settings.capacity_participants_per_core * self.cores)
         self.max_backlog_s = settings.capacity_max_backlog_s
         self.max_lag_s = settings.capacity_max_loop_lag_ms / 1000
         self.max_utilization = settings.capacity_max_asr_utilization
@@ -147,7 +148,7 @@ class Capacity:
             used = self._seats()
             if used + joining > self.max_seats:
                 return "seats", (f"{used} participant seats in use + {joining} > {self.max_seats} "
-                                 f"({usable_cores()} cores)")
+                                 f"({self.cores} cores)")
         backlog_s = self._source.backlog_s
         if backlog_s > self.max_backlog_s:
             return "backlog", (f"ASR backlog {backlog_s:.1f} s of audio > {self.max_backlog_s:.1f} s: "
