@@ -32,8 +32,9 @@ correction (per-class logit biases fitted on the *other* folds' out-of-fold logi
 :mod:`cberl_model.train.prior`). Beside the CV means: the same out-of-fold predictions on
 the original dev conversations. The winner is the deployable system (CBERL final, with or
 without correction) with the highest CV mean weighted F1; the bias to ship is fitted on all
-folds. Resumable: each fold's result is stored under a hash of its configuration in
-``--runs``/cv/; ``--report-only`` trains nothing. Folds run one after another in this
+folds. Resumable: each fold's result (summary JSON + out-of-fold logits, a few hundred KB)
+is stored under a hash of its configuration in ``--cv-results`` (committed, so a CV that
+takes hours survives between machines); ``--report-only`` trains nothing. Folds run one after another in this
 process (one torch thread); run two invocations with different ``--variants`` to use 2 cores.
 """
 
@@ -372,7 +373,7 @@ def cv_main(args: argparse.Namespace) -> int:
     folds_record = json.loads(folds_path.read_text()) if folds_path.is_file() else {}
     for corpus, folder in corpora.items():
         collected = cv_run(corpus, folder, args.variants, args.cv_seeds, args.cv,
-                           args.runs / "cv", not args.report_only)
+                           args.cv_results, not args.report_only)
         summary = cv_summary(collected, args.cv * len(args.cv_seeds))
         old = report["corpora"].get(corpus, {}).get("summary", {})
         summary = {**{k: v for k, v in old.items() if k not in summary}, **summary}
@@ -497,6 +498,8 @@ def main() -> int:
     parser.add_argument("--variants", nargs="+", default=["utterance"],
                         choices=sorted(CV_VARIANTS), help="--cv: the levers to measure")
     parser.add_argument("--cv-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--cv-results", type=Path, default=Path("docs/quality_cv_folds"),
+                        help="--cv: where each fold's result is kept (resumable)")
     parser.add_argument("--report-only", action="store_true",
                         help="--cv: train nothing, report the folds finished so far")
     parser.add_argument("--asr-dev", action="store_true",

@@ -180,8 +180,9 @@ class SpeakerGAT(nn.Module):
         # Edge table: lin_edge([E_type | w]) = T[type] + w * u, one row per kind.
         weight = conv.lin_edge.weight  # (H*C, edge_type_dim + 1)
         table = torch.cat([self.edge_type.weight @ weight[:, :-1].T, weight[:, -1:].T])
-        # Per-head attention vectors as a (H, C, 1) batch: logits by one strided bmm.
-        att = conv.att.view(heads, channels, 1)
+        # Per-head attention vectors (1, H, C): logits by a broadcast product and a sum over
+        # channels, one contiguous pass (a per-head strided bmm is several times slower).
+        att = conv.att.view(1, heads, channels)
         lowest = torch.finfo(query.dtype).min
         # Messages head-major (W, H, L, C), outputs (W, H, Lq, C): aggregation is one bmm.
         values = source.reshape(windows, lk, heads, channels).transpose(1, 2).contiguous()
@@ -195,8 +196,8 @@ class SpeakerGAT(nn.Module):
             flat = pair.view(-1, heads * channels)
             flat.addmm_(kinds[a:b].reshape(-1, table.size(0)), table)
             torch.nn.functional.leaky_relu(flat, conv.negative_slope, inplace=True)
-            logits = torch.bmm(flat.view(-1, heads, channels).transpose(0, 1), att)  # (H, P, 1)
-            logits = logits.view(heads, b - a, lq, lk).transpose(0, 1)  # (w, H, Lq, L)
+            logits = (flat.view(-1, heads, channels) * att).sum(-1)  # (P, H)
+            logits = logits.view(b - a, lq, lk, heads).permute(0, 3, 1, 2)  # (w, H, Lq, L)
             logits = logits.masked_fill(blocked[a:b].unsqueeze(1), lowest)
             alpha = logits.softmax(dim=-1)  # over each target's sources
             torch.bmm(alpha.reshape(-1, lq, lk), values[a:b].view(-1, lk, channels),
