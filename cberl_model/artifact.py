@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,22 @@ class ModelArtifact:
     feature_spec: FeatureSpec
     card: dict[str, Any]
     path: Path
+    pending_encoder: Future[TextEncoder] | None = field(default=None, repr=False, compare=False)
 
     @property
     def model_id(self) -> str:
         return str(self.card["model_id"])
+
+    def text_encoder(self) -> TextEncoder | None:
+        """The text encoder, waiting for it while ``load_artifact(defer_encoder=True)`` builds it.
+
+        Raises:
+            ModelError: When that build failed (the same error an eager load raises).
+        """
+        if self.pending_encoder is not None:
+            self.encoder = self.pending_encoder.result()
+            self.pending_encoder = None
+        return self.encoder
 
 
 def save_artifact(path: Path, model: CBERL, encoder: TextEncoder | None, labels: tuple[str, ...],
@@ -161,20 +174,25 @@ def _build_model(card: dict[str, Any], path: Path) -> CBERL:
     return model.eval()
 
 
-def _build_encoder(card: dict[str, Any], path: Path) -> TextEncoder:
-    try:
-        return _encoder_of(card, path)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ModelError(f"{path / 'config.json'}: malformed encoder entry: "
-                         f"{type(exc).__name__}: {exc}") from exc
-
-
-def _encoder_of(card: dict[str, Any], path: Path) -> TextEncoder:
+def _encoder_entry(card: dict[str, Any], path: Path) -> tuple[dict[str, Any], LoraSpec | None]:
+    """The card's encoder entry and LoRA spec, checked for shape (cheap: no model loaded)."""
     enc = card.get("encoder")
     if not enc:
         raise ModelError(f"{path / 'config.json'}: text features need an encoder entry")
-    lora = LoraSpec(**{**enc["lora"], "target_modules": tuple(enc["lora"]["target_modules"])}) \
-        if enc.get("lora") else None
+    try:
+        lora = LoraSpec(**{**enc["lora"], "target_modules": tuple(enc["lora"]["target_modules"])}) \
+            if enc.get("lora") else None
+        missing = [k for k in ("model", "max_tokens", "fingerprint") if k not in enc]
+        if missing or "feature_id" not in card["feature_spec"]["text"]:
+            raise KeyError(", ".join(missing) or "feature_spec.text.feature_id")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{path / 'config.json'}: malformed encoder entry: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    return enc, lora
+
+
+def _build_encoder(card: dict[str, Any], path: Path) -> TextEncoder:
+    enc, lora = _encoder_entry(card, path)
     try:
         encoder = TextEncoder(enc["model"], max_tokens=enc["max_tokens"], lora=lora)
         if encoder.fingerprint != enc["fingerprint"]:
@@ -186,6 +204,9 @@ def _encoder_of(card: dict[str, Any], path: Path) -> TextEncoder:
             encoder.load_adapter_state(_load_weights(path / "encoder_adapter.safetensors"))
     except EncoderError as exc:
         raise ModelError(f"model at {path}: {exc}") from exc
+    except (TypeError, AttributeError) as exc:
+        raise ModelError(f"{path / 'config.json'}: malformed encoder entry: "
+                         f"{type(exc).__name__}: {exc}") from exc
     if encoder.feature_id() != card["feature_spec"]["text"]["feature_id"]:
         raise ModelError(f"model at {path}: the encoder's features (id {encoder.feature_id()}) "
                          f"differ from the ones it was trained on "
@@ -193,9 +214,14 @@ def _encoder_of(card: dict[str, Any], path: Path) -> TextEncoder:
     return encoder.eval()
 
 
-def load_artifact(path: str | Path | None = None,
-                  device: torch.device | str = "cpu") -> ModelArtifact:
+def load_artifact(path: str | Path | None = None, device: torch.device | str = "cpu",
+                  defer_encoder: bool = False) -> ModelArtifact:
     """Load a model directory (the default MELD model when ``path`` is ``None``).
+
+    ``defer_encoder``: build the text encoder in a background thread and return at once
+    (:meth:`ModelArtifact.text_encoder` waits for it). A worker gets text vectors from the
+    streamer and needs the encoder only for an event without one, so a restarted worker
+    gets back to labelling without waiting for the encoder's load.
 
     Raises:
         ModelError: With a message saying what is wrong: missing or corrupt files, weights
@@ -222,8 +248,14 @@ def load_artifact(path: str | Path | None = None,
         raise ModelError(f"{path / 'config.json'}: feature_spec {spec_dims} does not match the "
                          f"architecture's input_dims {model.config.input_dims}")
     needs_encoder = any(s.extractor == TEXT_ENCODER for s in feature_spec.values())
-    encoder = _build_encoder(card, path) if needs_encoder else None
     device = torch.device(device)
-    return ModelArtifact(model=model.to(device), encoder=encoder.to(device) if encoder else None,
-                         labels=tuple(card["labels"]), feature_spec=feature_spec, card=card,
-                         path=path)
+    encoder, pending = None, None
+    if needs_encoder and defer_encoder:
+        _encoder_entry(card, path)  # a malformed entry is still refused at load
+        pool = ThreadPoolExecutor(1, thread_name_prefix="text-encoder")
+        pending = pool.submit(lambda: _build_encoder(card, path).to(device))
+        pool.shutdown(wait=False)  # the build runs on; the thread ends with it
+    elif needs_encoder:
+        encoder = _build_encoder(card, path).to(device)
+    return ModelArtifact(model=model.to(device), encoder=encoder, labels=tuple(card["labels"]),
+                         feature_spec=feature_spec, card=card, path=path, pending_encoder=pending)

@@ -243,9 +243,14 @@ class EmotionRecognizer:
         self.future = self.model.config.future
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str = "auto") -> EmotionRecognizer:
-        """Load a model directory (default: the bundled MELD model); CUDA when present."""
-        return cls(load_artifact(path, select_device(device)))
+    def load(cls, path: str | Path | None = None, device: str = "auto",
+             defer_encoder: bool = False) -> EmotionRecognizer:
+        """Load a model directory (default: the bundled MELD model); CUDA when present.
+
+        ``defer_encoder``: see :func:`~cberl_model.artifact.load_artifact` (what a worker
+        uses: it encodes text only for an event that came without its vector).
+        """
+        return cls(load_artifact(path, select_device(device), defer_encoder))
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -290,7 +295,7 @@ class EmotionRecognizer:
                 to_encode.append((i, item.text))
             out.append(vectors)
         if to_encode:
-            encoder = self.artifact.encoder
+            encoder = self.artifact.text_encoder()
             assert encoder is not None  # load_artifact guarantees it for text-encoder specs
             with torch.inference_mode():
                 encoded = encoder.encode([t for _, t in to_encode])

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 
 def classification_report(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray,
@@ -20,6 +19,10 @@ def classification_report(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[i
         ``{"accuracy", "weighted_f1", "macro_f1", "per_class": {label: {"precision",
         "recall", "f1", "support"}}, "num_utterances"}``.
     """
+    # Imported here: scikit-learn costs a second at import, on the path of every worker
+    # start (the worker imports this module through inference and never scores).
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
@@ -47,6 +50,8 @@ def classification_report(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[i
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Confusion counts, rows = true class, columns = predicted class."""
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from concurrent.futures import Future
+from typing import Any
 
 import faust
 import redis
@@ -50,14 +52,26 @@ async def check_backends(settings: WorkerSettings) -> None:
         await client.aclose()
 
 
+def _encoder_built(build: Future[Any]) -> None:
+    """Say when the deferred text encoder is there, or loudly that it could not be built
+    (events without a text vector then fail with the same error)."""
+    if build.exception() is None:
+        log.info("text encoder ready (used for events that come without a text vector)")
+    else:
+        log.error("cannot build the model's text encoder: %s", build.exception())
+
+
 def build_worker(settings: WorkerSettings) -> faust.Worker:
     """Load the model, wire store, sink, processor and agents into a faust Worker."""
     try:
-        recognizer = EmotionRecognizer.load(settings.model_dir, device=settings.device)
+        recognizer = EmotionRecognizer.load(settings.model_dir, device=settings.device,
+                                            defer_encoder=True)
     except (ModelError, ConfigError) as exc:
         raise UserError(f"cannot load the model from {settings.model_dir or 'the default model'}: "
                         f"{type(exc).__name__}: {exc}") from None
     log.info("model %r on %s", recognizer, recognizer.device)
+    if recognizer.artifact.pending_encoder is not None:
+        recognizer.artifact.pending_encoder.add_done_callback(_encoder_built)
     metrics = WorkerMetrics()
     app = create_app(settings)
     sink = TopicSink(app.topic(settings.emotions_topic, key_serializer="raw", value_serializer="raw"),

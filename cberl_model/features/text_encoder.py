@@ -27,14 +27,22 @@ from cberl_model.progress import progress as progress_of
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from transformers import AutoModel, AutoTokenizer  # noqa: E402  (offline env must be set first)
-from transformers.utils import logging as hf_logging  # noqa: E402
 
-# Loading bars and a deprecation that peft triggers inside transformers would otherwise
-# print on every model load, in every worker's log.
-hf_logging.disable_progress_bar()
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
-                        category=FutureWarning)
+def _transformers():
+    """The ``transformers`` module, imported on first use (it takes seconds to import).
+
+    A worker that gets text vectors from the streamer never needs it, so importing it
+    lazily keeps it off a restarted worker's path back to labelling. Loading bars and a
+    deprecation that peft triggers inside transformers would otherwise print on every
+    model load, in every worker's log.
+    """
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                            category=FutureWarning)
+    return transformers
+
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +186,9 @@ class TextEncoder(nn.Module):
         self.context_turns = context_turns
         self.model_dir = resolve_model_dir(model)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
-            self.backbone = AutoModel.from_pretrained(str(self.model_dir))
+            transformers = _transformers()
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.model_dir))
+            self.backbone = transformers.AutoModel.from_pretrained(str(self.model_dir))
         except (OSError, ValueError) as exc:
             raise EncoderError(f"cannot load text encoder from {self.model_dir}: {exc}") from exc
         self.pooling = _pooling_mode(self.model_dir)

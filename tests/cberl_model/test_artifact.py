@@ -360,6 +360,9 @@ def test_text_encoder_artifact(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="text encoder") as info:
         load_artifact(tampered)
     assert "fingerprint" in str(info.value)
+    deferred = load_artifact(tampered, defer_encoder=True)  # loads; the encoder's error waits
+    with pytest.raises(ModelError, match="fingerprint"):
+        deferred.text_encoder()
 
     no_adapter = copy_model(path, tmp_path / "no_adapter")
     (no_adapter / "encoder_adapter.safetensors").unlink()

@@ -213,3 +213,14 @@ def test_call_state_written_before_the_renames_still_loads(recognizer, dialogues
         [(n.seq, n.speaker_id) for n in state.nodes]
     nxt = _inputs(dialogues[0])[3]
     assert recognizer.add_utterance(loaded, nxt)[1] == recognizer.add_utterance(state, nxt)[1]
+
+
+def test_deferred_encoder_gives_the_same_vectors_as_an_eager_load(recognizer, dialogues):
+    """A worker loads the encoder in the background; text it encodes must not change."""
+    deferred = EmotionRecognizer.load(device="cpu", defer_encoder=True)
+    assert deferred.artifact.pending_encoder is not None or deferred.artifact.encoder is not None
+    utterances = _inputs(dialogues[0])[:3]
+    for eager, late in zip(recognizer.featurize(utterances), deferred.featurize(utterances),
+                           strict=True):
+        np.testing.assert_array_equal(eager["text"], late["text"])
+    assert deferred.artifact.pending_encoder is None
