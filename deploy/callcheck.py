@@ -90,8 +90,17 @@ def score(snap: Snapshot, script: list[tuple[str, str]], min_overlap: float = 0.
                  utterances=len(snap.transcripts), lost_index=lost_index)
 
 
+def _listening(process: psutil.Process) -> bool:
+    try:
+        return any(c.status == psutil.CONN_LISTEN for c in process.net_connections("tcp"))
+    except psutil.Error:
+        return False
+
+
 def stack_children(stack_pid: int) -> dict[str, psutil.Process]:
-    """``{"tansu", "redis", "worker", "streamer"}`` -> process, of a ``deploy.embedded``."""
+    """``{"tansu", "redis", "worker", "worker_standby", "streamer"}`` -> process, of a
+    ``deploy.embedded``. Of its two worker processes, the one serving /metrics is the
+    worker; the other is the warm standby (a promoted standby keeps its command line)."""
     found: dict[str, psutil.Process] = {}
     for child in psutil.Process(stack_pid).children(recursive=False):
         try:
@@ -104,7 +113,7 @@ def stack_children(stack_pid: int) -> dict[str, psutil.Process]:
         elif name == "redis-server":
             found["redis"] = child
         elif "-m" in cmd and cmd[cmd.index("-m") + 1:cmd.index("-m") + 2] == ["workers"]:
-            found["worker"] = child
+            found["worker" if _listening(child) else "worker_standby"] = child
         elif "-m" in cmd and cmd[cmd.index("-m") + 1:cmd.index("-m") + 2] == ["streamer"]:
             found["streamer"] = child
     return found

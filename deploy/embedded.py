@@ -40,6 +40,7 @@ from deploy.services import (
     PythonService,
     RedisServer,
     ServiceError,
+    StandbyPythonService,
     TansuBroker,
     free_port,
 )
@@ -87,11 +88,12 @@ class EmbeddedStack:
                   "CBERL_EVENT_SECRET": secrets.token_urlsafe(32)}
         if settings.model_dir is not None:
             common["CBERL_MODEL_DIR"] = str(settings.model_dir)
-        self.worker = PythonService(
+        self.worker = StandbyPythonService(
             "worker", "workers",
             ["--broker-bootstrap-servers", self.broker.bootstrap_servers, "--broker-profile", "tansu",
              "--partitions", str(settings.partitions),
-             "--metrics-port", str(settings.worker_metrics_port)],
+             "--metrics-port", str(settings.worker_metrics_port),
+             "--group-instance-id", "embedded-worker"],
             settings.worker_metrics_port, "/metrics", data / "worker", common, timeout)
         self.streamer = PythonService(
             "streamer", "streamer",

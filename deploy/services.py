@@ -37,6 +37,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +140,22 @@ class ChildService:
             return
         if _port_in_use(self.port):
             raise ServiceError(f"{self.name}: port {HOST}:{self.port} is already in use")
+        self._process = self._launch(self.command())
+        self._await_ready()
+
+    def _launch(self, command: list[str]) -> subprocess.Popen[bytes]:
+        """Spawn ``command`` in its own session, output appended to the log."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         extra = self.environment()
         env = {**os.environ, **extra} if extra else None
         with open(self.log_path, "ab") as log_file:
-            self._process = subprocess.Popen(
-                self.command(), stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                stdin=subprocess.DEVNULL, cwd=self.data_dir, start_new_session=True)
+            return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                    stdin=subprocess.DEVNULL, cwd=self.data_dir,
+                                    start_new_session=True)
+
+    def _await_ready(self) -> None:
+        """Wait until the started process answers (see :meth:`start`)."""
+        assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -176,6 +186,11 @@ class ChildService:
                         self.name, process.pid, timeout_s)
             process.kill()
             process.wait(timeout_s)
+
+    def stop_for_restart(self, timeout_s: float = 10.0) -> None:
+        """Stop the process because the supervisor starts it again next (see
+        :class:`StandbyPythonService`, which keeps its spare for that start)."""
+        self.stop(timeout_s)
 
     def kill(self) -> None:
         """SIGKILL at once (crash tests)."""
@@ -328,3 +343,68 @@ class PythonService(ChildService):
             with urllib.request.urlopen(f"http://{HOST}:{self.port}{self.ready_path}", timeout=2) as r:
                 return r.status == 200
         return False
+
+
+class StandbyPythonService(PythonService):
+    """A :class:`PythonService` with a warm spare: a second process, started with
+    ``--standby-ready-file FILE``, that has imported and loaded everything and waits for
+    SIGUSR1 (``workers.__main__.wait_as_standby``).
+
+    :meth:`start` promotes the spare when there is one (it signals it once its ready file
+    exists) and spawns the next spare; with none it starts a process as usual. A restarted
+    worker is then back in the broker's rebalance time instead of its start-up time. The
+    spare costs one more process's memory while it waits.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ready_file = self.data_dir / f"{self.name}-standby.ready"
+        self._spare: subprocess.Popen[bytes] | None = None
+
+    @property
+    def spare_pid(self) -> int | None:
+        return self._spare.pid if self._spare is not None and self._spare.poll() is None else None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        if _port_in_use(self.port):
+            raise ServiceError(f"{self.name}: port {HOST}:{self.port} is already in use")
+        spare, self._spare = self._spare, None
+        if spare is not None and self._spare_ready(spare):
+            spare.send_signal(signal.SIGUSR1)
+            self._process = spare
+            log.info("%s: promoting the standby (pid %d)", self.name, spare.pid)
+        else:
+            _end(spare)
+            self._process = self._launch(self.command())
+        self._await_ready()
+        self.ready_file.unlink(missing_ok=True)
+        self._spare = self._launch([*self.command(), "--standby-ready-file", str(self.ready_file)])
+
+    def _spare_ready(self, spare: subprocess.Popen[bytes]) -> bool:
+        """Wait (up to the start-up timeout) for a spare still loading to be ready."""
+        deadline = time.monotonic() + self.startup_timeout_s
+        while spare.poll() is None and time.monotonic() < deadline:
+            if self.ready_file.is_file():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        spare, self._spare = self._spare, None
+        _end(spare)
+        super().stop(timeout_s)
+
+    def stop_for_restart(self, timeout_s: float = 2.0) -> None:
+        """Stop the live process; the spare stays, for the start that follows. A short
+        grace: after its broker restarted, a worker's orderly stop waits on a broker
+        that no longer knows it, and SIGKILL is safe (it commits only what it processed)."""
+        super().stop(timeout_s)
+
+
+def _end(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a spare (it holds nothing: no port, no group membership) and reap it."""
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait(10.0)

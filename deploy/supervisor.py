@@ -159,7 +159,7 @@ class Supervisor:
             d = self._watched[dependent]
             if d.service.running and d.restart_at is None:
                 log.warning("%s restarted: restarting %s too (it depends on it)", name, dependent)
-                d.service.stop()
+                d.service.stop_for_restart()
                 self._schedule(d, None, self._clock(), "stopped for its dependency")
 
     def status(self) -> dict[str, dict[str, object]]:

@@ -24,6 +24,8 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads this attribute when it builds its Fetcher in start().
         consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # type: ignore[attr-defined]
+        # ... and its group coordinator reads this one (faust has no setting for it).
+        consumer._group_instance_id = self.app.group_instance_id  # type: ignore[attr-defined]
         return consumer
 
 
@@ -39,8 +41,10 @@ class _Transport(faust_aiokafka.Transport):
 class CberlApp(faust.App):
     """A faust App whose Kafka consumer waits at most ``fetch_max_wait_ms`` per fetch."""
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fetch_max_wait_ms: int, group_instance_id: str | None = None,
+                 **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.group_instance_id = group_instance_id
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> TransportT:
@@ -50,4 +54,4 @@ class CberlApp(faust.App):
 def create_app(settings: WorkerSettings) -> CberlApp:
     """The App of a worker (agents are registered by :mod:`workers.agents`)."""
     return CberlApp(settings.app_id, fetch_max_wait_ms=settings.effective_fetch_max_wait_ms,
-                    **settings.faust_settings())
+                    group_instance_id=settings.group_instance_id, **settings.faust_settings())

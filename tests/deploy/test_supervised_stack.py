@@ -35,7 +35,8 @@ def test_a_killed_worker_is_restarted_and_later_utterances_get_final_labels(tmp_
     try:
         assert stack.pid is not None
         children = stack_children(stack.pid)
-        assert set(children) == {"tansu", "redis", "worker", "streamer"}
+        assert set(children) == {"tansu", "redis", "worker", "worker_standby", "streamer"}
+        spare = children["worker_standby"]
         environ = children["streamer"].environ()
         secrets_ = [environ["CBERL_EVENT_SECRET"], environ["CBERL_TOKEN_SECRET"],
                     environ["CBERL_REDIS_URL"].split(":")[2].split("@")[0]]
@@ -67,6 +68,11 @@ def test_a_killed_worker_is_restarted_and_later_utterances_get_final_labels(tmp_
             return status["worker"]["restarts"] == 1 and status["worker"]["up"]
 
         wait_until(restarted, 120, interval_s=0.5, message="the stack did not restart the worker")
+        # the warm spare took over (no cold start), and a new spare is loading behind it
+        assert stack_children(stack.pid)["worker"].pid == spare.pid
+        assert "promoting the standby" in stack.output()
+        wait_until(lambda: "worker_standby" in stack_children(stack.pid), 30, interval_s=0.5,
+                   message="no new standby after the promotion")
         assert stack.running  # the stack did not stop itself
         assert 'cberl_stack_restarts_total{service="worker"} 1' in (data / "status.prom").read_text()
 

@@ -49,6 +49,9 @@ class FakeService:
     def stop(self) -> None:
         self.started, self._running = False, False
 
+    def stop_for_restart(self) -> None:
+        self.stop()
+
     def die(self) -> None:
         self._running = False
 
