@@ -58,6 +58,9 @@ class Call:
         """Participant seats reserved at creation (the names it was created with): counted
         against the streamer's capacity from then on, so calls created together cannot
         overbook it before anyone has joined (:mod:`streamer.capacity`)."""
+        self.invites_minted = 0
+        """Participant tokens minted with the call's invite token (bounded, see
+        :func:`streamer.limits.check_invite`)."""
         self.ended = False
         self.idle_since_s: float | None = time.monotonic()
         """Monotonic time since which the call has had no participant (``None``: it has some)."""

@@ -60,6 +60,7 @@ from streamer.limits import (
     SubscriptionLimiter,
     allowed_hosts,
     check_api_key,
+    check_invite,
     check_join,
     check_name,
     check_new_call,
@@ -245,6 +246,8 @@ async def add_participant(request: web.Request) -> web.Response:
     body = await _body(request)
     verify_token(request.app[SETTINGS].secret(), _token(request, body), call.call_id, "invite")
     name = check_name(body.get("name"))
+    check_invite(request.app[SETTINGS], call.invites_minted)
+    call.invites_minted += 1
     return web.json_response(_participant_token(request.app, call.call_id, name), status=201)
 
 

@@ -106,6 +106,14 @@ def check_join(settings: StreamerSettings, participants: Mapping[str, object], s
                               f"{settings.max_participants_per_call}); retry later", RETRY_AFTER_S)
 
 
+def check_invite(settings: StreamerSettings, minted: int) -> None:
+    """429 once a call's invite has minted its maximum of participant tokens: a leaked
+    invite link can add speakers to one call, but not without bound."""
+    if minted >= settings.max_invites_per_call:
+        raise LimitError(429, f"this call's invite has minted {minted} participant tokens (at "
+                              f"most {settings.max_invites_per_call}); create a new call")
+
+
 def allowed_hosts(settings: StreamerSettings) -> frozenset[str]:
     """The Host header values served: ``allowed_hosts``, or the bind host and loopback names."""
     if settings.allowed_hosts:

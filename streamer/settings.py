@@ -82,6 +82,9 @@ class StreamerSettings(SharedSettings):
     max_active_calls: int = Field(default=100, ge=1, description="calls at once; beyond: 503")
     max_participants_per_call: int = Field(default=16, ge=1, description="live participants of a call")
     max_names_per_request: int = Field(default=16, ge=0, description="names in one POST /v1/calls")
+    max_invites_per_call: int = Field(
+        default=64, ge=0, description="participant tokens one call's invite can mint (each a new "
+                                      "speaker); beyond: 429")
     call_idle_timeout_s: float = Field(default=600.0, gt=0,
                                        description="a call with no participant this long is ended")
     connect_timeout_s: float = Field(default=30.0, gt=0,

@@ -177,3 +177,18 @@ async def test_an_invite_token_mints_a_named_participant(gateway: Gateway) -> No
     status, body = await _sse(gateway, call["call_id"], f"token={call['invite_token']}&follow=false")
     assert (status, json.loads(body)["error"]) == (
         403, "token has role 'invite'; this needs 'participant' or 'subscriber'")
+
+
+async def test_an_invite_mints_a_bounded_number_of_participants(gateway: Gateway) -> None:
+    """A leaked invite link adds speakers to one call, but at most ``max_invites_per_call``;
+    then 429 with the limit named, and other calls' invites still work."""
+    limit = gateway.settings.max_invites_per_call
+    call = await create_call(gateway.url, ["ann"])
+    ids = {(await add_participant(gateway.url, call["call_id"], f"guest{i}",
+                                  call["invite_token"]))["speaker_id"] for i in range(limit)}
+    assert len(ids) == limit
+    with pytest.raises(JoinError, match=f"HTTP 429: this call's invite has minted {limit} "
+                                        f"participant tokens \\(at most {limit}\\)"):
+        await add_participant(gateway.url, call["call_id"], "one-more", call["invite_token"])
+    other = await create_call(gateway.url, ["bob"])
+    assert (await add_participant(gateway.url, other["call_id"], "carol", other["invite_token"]))["token"]
