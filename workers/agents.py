@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.types import EventT
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential
 
@@ -96,7 +97,10 @@ def register_agents(app: faust.App, settings: WorkerSettings, processor: BatchPr
     @app.timer(interval=5.0, name="consumer_lag")
     async def consumer_lag() -> None:
         for tp in app.consumer.assignment():
-            position = await app.consumer.position(tp)
+            try:
+                position = await app.consumer.position(tp)
+            except IllegalStateError:  # revoked by a rebalance since assignment() was read
+                continue
             highwater = app.consumer.highwater(tp)
             if position is not None and highwater is not None:
                 metrics.consumer_lag.labels(partition=f"{tp.topic}:{tp.partition}").set(highwater - position)
