@@ -140,8 +140,12 @@ class ChildService:
             return
         if _port_in_use(self.port):
             raise ServiceError(f"{self.name}: port {HOST}:{self.port} is already in use")
-        self._process = self._launch(self.command())
+        self._process = self._spawn()
         self._await_ready()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """The process :meth:`start` waits for (a subclass may hand over one it has)."""
+        return self._launch(self.command())
 
     def _launch(self, command: list[str]) -> subprocess.Popen[bytes]:
         """Spawn ``command`` in its own session, output appended to the log."""
@@ -361,26 +365,21 @@ class StandbyPythonService(PythonService):
         self.ready_file = self.data_dir / f"{self.name}-standby.ready"
         self._spare: subprocess.Popen[bytes] | None = None
 
-    @property
-    def spare_pid(self) -> int | None:
-        return self._spare.pid if self._spare is not None and self._spare.poll() is None else None
-
     def start(self) -> None:
         if self.running:
             return
-        if _port_in_use(self.port):
-            raise ServiceError(f"{self.name}: port {HOST}:{self.port} is already in use")
+        super().start()
+        self.ready_file.unlink(missing_ok=True)
+        self._spare = self._launch([*self.command(), "--standby-ready-file", str(self.ready_file)])
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
         spare, self._spare = self._spare, None
         if spare is not None and self._spare_ready(spare):
             spare.send_signal(signal.SIGUSR1)
-            self._process = spare
             log.info("%s: promoting the standby (pid %d)", self.name, spare.pid)
-        else:
-            _end(spare)
-            self._process = self._launch(self.command())
-        self._await_ready()
-        self.ready_file.unlink(missing_ok=True)
-        self._spare = self._launch([*self.command(), "--standby-ready-file", str(self.ready_file)])
+            return spare
+        _end(spare)
+        return super()._spawn()
 
     def _spare_ready(self, spare: subprocess.Popen[bytes]) -> bool:
         """Wait (up to the start-up timeout) for a spare still loading to be ready."""

@@ -12,7 +12,6 @@ smallest such distance about 0.6x (asserted >= 0.2x; a copy gives 0).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -302,8 +301,6 @@ def test_train_cli_augments_with_the_gan(tiny_corpora, tmp_path: Path):
     assert bad.returncode == 2 and "unknown augmentation 'mixup'" in bad.stderr
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
-                    reason="needs espeak-ng and sox")
 def test_asr_corpus_replaces_texts_with_what_asr_hears_and_caches_it(tmp_path):
     from cberl_model.augment.asr_text import asr_corpus
 
