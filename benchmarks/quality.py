@@ -156,6 +156,9 @@ CV_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
                  {"encoder_context_turns": 1, "encoder_max_tokens": 128}),
     "context2": ("recipe, encoder sees the 2 previous turns (speaker names)",
                  {"encoder_context_turns": 2, "encoder_max_tokens": 160}),
+    "utterance_asr50": ("utterance, half the training texts as the streamer's ASR hears them",
+                        {"encoder_context_turns": 0, "encoder_max_tokens": 64,
+                         "asr_fraction": 0.5}),
 }
 """Levers measured by ``--cv``: the corpus's recipe with these settings on top (spelled out,
 so a recipe that adopts a lever re-defines no variant)."""
@@ -178,8 +181,11 @@ def cv_config(corpus: str, variant: str, seed: int) -> TrainConfig:
 
 
 def cv_run(corpus: str, folder: Path, variants: list[str], seeds: list[int], folds: int,
-           results: Path, train: bool) -> dict[str, Any]:
-    """Run (or only collect) every fold of every variant and seed; returns the fold results."""
+           results: Path, train: bool, only: set[int] | None = None) -> dict[str, Any]:
+    """Run (or only collect) every fold of every variant and seed; returns the fold results.
+
+    ``only``: train just these folds (others are collected when finished), so that several
+    processes can share one CV, one fold each."""
     pooled = cv_corpus(corpus, folder)
     assignment = fold_assignment(pooled, folds, FOLD_SEED)
     results.mkdir(parents=True, exist_ok=True)
@@ -193,7 +199,7 @@ def cv_run(corpus: str, folder: Path, variants: list[str], seeds: list[int], fol
                 key = fold_key(config, pooled, assignment, fold, 0.1)
                 stem = results / f"{corpus}-{variant}-s{seed}-f{fold}-{key}"
                 if not stem.with_suffix(".json").is_file():
-                    if not train:
+                    if not train or (only is not None and fold not in only):
                         log.info("missing: %s", stem.name)
                         continue
                     log.info("cv %s %s seed %d fold %d/%d", corpus, variant, seed, fold + 1, folds)
@@ -373,7 +379,8 @@ def cv_main(args: argparse.Namespace) -> int:
     folds_record = json.loads(folds_path.read_text()) if folds_path.is_file() else {}
     for corpus, folder in corpora.items():
         collected = cv_run(corpus, folder, args.variants, args.cv_seeds, args.cv,
-                           args.cv_results, not args.report_only)
+                           args.cv_results, not args.report_only,
+                           set(args.folds) if args.folds else None)
         summary = cv_summary(collected, args.cv * len(args.cv_seeds))
         old = report["corpora"].get(corpus, {}).get("summary", {})
         summary = {**{k: v for k, v in old.items() if k not in summary}, **summary}
@@ -395,44 +402,22 @@ def cv_main(args: argparse.Namespace) -> int:
     return 0
 
 
-ASR_SETTINGS = {"beam_size": 1, "window_s": 10.0, "device": "cpu"}
-"""The streamer's ASR defaults (``streamer/settings.py``: beam 1, 10 s encoder window)."""
-MAX_NO_SPEECH_PROB = 0.6
-"""Above it the streamer discards a segment (``streamer/analyzer.py``): here, no text."""
-
-
-def asr_transcriber() -> tuple[Any, str]:
-    """The streamer's Transcriber with its default model and settings, and an id for caching."""
-    from cberl_model.features.whisper_model import DEFAULT_WHISPER_MODEL
-    from streamer.asr import Transcriber
-
-    transcriber = Transcriber(DEFAULT_WHISPER_MODEL, **ASR_SETTINGS)
-
-    def transcribe(audios):
-        return [t.text if t.no_speech_prob <= MAX_NO_SPEECH_PROB else ""
-                for t in transcriber.transcribe_batch(audios)]
-
-    return transcribe, (f"{DEFAULT_WHISPER_MODEL}|pad0.1|nsp{MAX_NO_SPEECH_PROB}|"
-                        + json.dumps(ASR_SETTINGS, sort_keys=True))
-
-
 def asr_dev_main(args: argparse.Namespace) -> int:
     """``--asr-dev``: each model on gold dev and on what ASR hears of dev, same utterances."""
     import torch
 
     from cberl_model.artifact import load_artifact
-    from cberl_model.augment.asr_text import asr_corpus
+    from cberl_model.augment.asr_text import heard_by_streamer, streamer_transcriber_id
     from cberl_model.predict import evaluate_conversations
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     corpora = {c: f for c, f in (("meld", args.meld), ("emorynlp", args.emorynlp)) if f}
-    transcribe, transcriber_id = asr_transcriber()
-    out: dict[str, Any] = {"asr": transcriber_id, "voices": "cberl_model.augment.asr_text.VOICES",
+    out: dict[str, Any] = {"asr": streamer_transcriber_id(), "voices": "cberl_model.augment.asr_text.VOICES",
                            "corpora": {}}
     for corpus, folder in corpora.items():
         fmt, _, dev_file, _ = CORPORA[corpus]
         gold = load_corpus(f"{fmt}:{folder / dev_file}")
-        heard = asr_corpus(gold, transcribe, transcriber_id, default_cache_dir())
+        heard = heard_by_streamer(gold, default_cache_dir())
         rows = {}
         for model_dir in args.models.get(corpus, []):
             artifact = load_artifact(Path(model_dir))
@@ -468,23 +453,6 @@ def asr_dev_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def asr_corpus_main(args: argparse.Namespace) -> int:
-    """``--asr-corpus FORMAT:PATH --asr-out OUT.jsonl``: a corpus with a fraction of its
-    texts replaced by what ASR hears (for ASR-robust training: ``--train jsonl:OUT``)."""
-    from cberl_model.augment.asr_text import asr_corpus
-    from cberl_model.data.jsonl import write_jsonl
-
-    transcribe, transcriber_id = asr_transcriber()
-    corpus = load_corpus(args.asr_corpus)
-    heard = asr_corpus(corpus, transcribe, transcriber_id, default_cache_dir(),
-                       seed=args.asr_seed, fraction=args.asr_fraction)
-    args.asr_out.parent.mkdir(parents=True, exist_ok=True)
-    write_jsonl(heard, args.asr_out)
-    log.info("wrote %s (%d utterances, %.0f %% ASR text)", args.asr_out, heard.num_utterances,
-             100 * args.asr_fraction)
-    return 0
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -500,23 +468,16 @@ def main() -> int:
     parser.add_argument("--cv-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--cv-results", type=Path, default=Path("docs/quality_cv_folds"),
                         help="--cv: where each fold's result is kept (resumable)")
+    parser.add_argument("--folds", type=int, nargs="+", metavar="F",
+                        help="--cv: train only these folds (0-based), e.g. one per process")
     parser.add_argument("--report-only", action="store_true",
                         help="--cv: train nothing, report the folds finished so far")
     parser.add_argument("--asr-dev", action="store_true",
                         help="score --model-dirs on gold dev and on ASR'd dev (writes --out)")
     parser.add_argument("--meld-models", nargs="*", default=["cberl_model/default_model"])
     parser.add_argument("--emorynlp-models", nargs="*", default=[])
-    parser.add_argument("--asr-corpus", metavar="FORMAT:PATH",
-                        help="write this corpus with ASR text (a --asr-fraction of it) to --asr-out")
-    parser.add_argument("--asr-out", type=Path)
-    parser.add_argument("--asr-fraction", type=float, default=1.0)
-    parser.add_argument("--asr-seed", type=int, default=0)
     args = parser.parse_args()
     setup_logging()
-    if args.asr_corpus:
-        if args.asr_out is None:
-            parser.error("--asr-corpus needs --asr-out")
-        return asr_corpus_main(args)
     if args.asr_dev:
         args.models = {"meld": args.meld_models, "emorynlp": args.emorynlp_models}
         if args.out == Path("docs/quality.json"):
@@ -525,6 +486,8 @@ def main() -> int:
     if args.cv:
         if args.cv < 3:
             parser.error("--cv needs K >= 3")
+        if args.folds and not all(0 <= f < args.cv for f in args.folds):
+            parser.error(f"--folds must be in 0..{args.cv - 1}")
         return cv_main(args)
     results: dict[str, Any] = {"seeds": args.seeds, "corpora": {}}
     started = time.perf_counter()

@@ -48,6 +48,11 @@ RUN_ONLY = ("seed", "train", "dev", "run_dir", "model_dir", "device", "cache_dir
 ``logit_bias`` is applied after the fold, out of fold)."""
 
 
+NEUTRAL: dict[str, Any] = {"asr_fraction": 0.0}
+"""Settings added after fold results were first kept, keyed only when set: at these values
+they change nothing, and the results kept before them keep their names."""
+
+
 def pooled_corpus(name: str, parts: dict[str, Corpus]) -> Corpus:
     """One corpus of every conversation of ``parts``, ids prefixed by the part's name."""
     labels = next(iter(parts.values())).labels
@@ -94,7 +99,8 @@ def fold_split(corpus: Corpus, assignment: dict[str, int], fold: int,
 def fold_key(config: TrainConfig, corpus: Corpus, assignment: dict[str, int], fold: int,
              inner_fraction: float) -> str:
     """A fold result's name: everything that determines it, hashed."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in RUN_ONLY}
+    settings = {k: v for k, v in config.to_dict().items()
+                if k not in RUN_ONLY and NEUTRAL.get(k, not v) != v}
     payload = {"settings": settings, "seed": config.seed, "corpus": corpus.content_hash(),
                "folds": assignment_hash(assignment), "fold": fold, "inner": inner_fraction}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

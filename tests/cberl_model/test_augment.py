@@ -321,3 +321,50 @@ def test_asr_corpus_replaces_texts_with_what_asr_hears_and_caches_it(tmp_path):
     assert len(heard) == 2
     again = asr_corpus(corpus, transcribe, "fake", tmp_path)  # from the cache: no new ASR
     assert len(heard) == 2 and [u.text for u in again.utterances()] == texts
+
+
+def test_the_asr_share_is_decided_per_utterance_so_a_subset_hears_what_its_pool_hears():
+    from cberl_model.augment.asr_text import is_chosen
+
+    ids = [f"dia{d}_utt{u}" for d in range(200) for u in range(10)]
+    chosen = {i for i in ids if is_chosen(i, 0, 0.5)}
+    assert 0.45 < len(chosen) / len(ids) < 0.55
+    subset = ids[::7]  # e.g. train alone, against train pooled with dev
+    assert {i for i in subset if is_chosen(i, 0, 0.5)} == chosen & set(subset)
+    assert all(is_chosen(i, 0, 1.0) for i in ids)
+    assert {i for i in ids if is_chosen(i, 1, 0.5)} != chosen  # the seed matters
+    assert {i for i in ids if is_chosen(i, 0, 0.2)} <= chosen  # a smaller share is inside
+
+
+def test_asr_fraction_trains_on_what_the_streamer_whisper_hears_of_train_never_dev(
+        tmp_path: Path):
+    """Real espeak-ng and the bundled Whisper: the training texts are heard, dev is not."""
+    lines = ["I am so happy to see you!", "Get out of my house right now.",
+             "Oh no, I think someone is following me.", "That smells absolutely disgusting.",
+             "Well, I guess that is fine.", "Wow, I did not expect that at all!"]
+    labels = ("neutral", "joy", "anger", "fear", "disgust", "surprise")
+
+    def corpus(name: str, texts: list[str]) -> Path:
+        convs = [Conversation(f"{name}-{k}", [
+            Utterance(f"dia{k}_utt{i}", "AB"[i % 2], t, labels[(k + i) % len(labels)])
+            for i, t in enumerate(texts)]) for k in range(2)]
+        path = tmp_path / f"{name}.jsonl"
+        write_jsonl(Corpus(name, labels, convs), path)
+        return path
+
+    train = corpus("train", lines)
+    dev = corpus("dev", ["Could you pass me the salt, please?", "I really hate Mondays."])
+    config = TrainConfig().updated({
+        "train": f"jsonl:{train}", "dev": f"jsonl:{dev}", "run_dir": str(tmp_path / "run"),
+        "cache_dir": str(tmp_path / "cache"), "epochs": 1, "latent_dim": 16, "lstm_hidden": 8,
+        "gat_heads": 2, "progress": False, "adapt_encoder": False, "asr_fraction": 1.0})
+    run_training(config)
+    heard = [json.loads(line)["asr"] for line in
+             (tmp_path / "cache" / "asr" / "transcripts.jsonl").read_text().splitlines()]
+    # Both train conversations share their texts but not their ids, hence their voices:
+    # at most one transcript per (text, voice), at least one per text; none of dev.
+    assert len(lines) <= len(heard) <= 2 * len(lines)
+    words = {w.strip(".,!?").lower() for t in lines for w in t.split()}
+    recognised = [h for h in heard if {w.strip(".,!?").lower() for w in h.split()} & words]
+    assert len(recognised) >= len(heard) // 2, heard
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["asr_fraction"] == 1.0
