@@ -17,9 +17,9 @@ import hashlib
 import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -35,7 +35,9 @@ from cberl_model.features.corpus_features import (
 from cberl_model.features.media import FeaturizerError
 from cberl_model.features.registry import registration
 from cberl_model.features.text_encoder import EncoderError, LoraSpec, TextEncoder
-from cberl_model.nn import CBERL, CBERLConfig
+
+if TYPE_CHECKING:
+    from cberl_model.nn import CBERL
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -48,11 +50,15 @@ class ModelError(ValueError):
     """A model directory is missing, corrupt, or does not fit this code or this machine."""
 
 
-@dataclass
-class ModelArtifact:
-    """A loaded model: the network, its text encoder (if any) and its card."""
+@dataclass(kw_only=True)
+class ModelFeatures:
+    """What a model asks of the streamer: its card, feature spec and text encoder (if any).
 
-    model: CBERL
+    Loading it (:func:`load_features`) builds no network, so the streamer never imports the
+    graph code: torch-geometric's import pulls in its LLM utilities and transformers, about
+    half of a cold start that a restarted streamer's calls wait out.
+    """
+
     encoder: TextEncoder | None
     labels: tuple[str, ...]
     feature_spec: FeatureSpec
@@ -74,6 +80,13 @@ class ModelArtifact:
             self.encoder = self.pending_encoder.result()
             self.pending_encoder = None
         return self.encoder
+
+
+@dataclass(kw_only=True)
+class ModelArtifact(ModelFeatures):
+    """A loaded model: the network with its features and card."""
+
+    model: CBERL
 
 
 def save_artifact(path: Path, model: CBERL, encoder: TextEncoder | None, labels: tuple[str, ...],
@@ -153,6 +166,8 @@ def _load_weights(file: Path) -> dict[str, torch.Tensor]:
 
 
 def _build_model(card: dict[str, Any], path: Path) -> CBERL:
+    from cberl_model.nn import CBERL, CBERLConfig  # only here: see ModelFeatures
+
     try:
         config = CBERLConfig(**card["architecture"])
         model = CBERL(config)
@@ -214,20 +229,17 @@ def _build_encoder(card: dict[str, Any], path: Path) -> TextEncoder:
     return encoder.eval()
 
 
-def load_artifact(path: str | Path | None = None, device: torch.device | str = "cpu",
-                  defer_encoder: bool = False) -> ModelArtifact:
-    """Load a model directory (the default MELD model when ``path`` is ``None``).
+def load_features(path: str | Path | None = None, device: torch.device | str = "cpu",
+                  defer_encoder: bool = False) -> ModelFeatures:
+    """A model directory's card, feature spec and text encoder, without its network.
 
     ``defer_encoder``: build the text encoder in a background thread and return at once
-    (:meth:`ModelArtifact.text_encoder` waits for it). A worker gets text vectors from the
-    streamer and needs the encoder only for an event without one, so a restarted worker
-    gets back to labelling without waiting for the encoder's load.
+    (:meth:`ModelFeatures.text_encoder` waits for it).
 
     Raises:
-        ModelError: With a message saying what is wrong: missing or corrupt files, weights
-            that do not match the config, an encoder that differs from training, or a
-            featurizer name this install does not know. (Featurizer versions and sizes are
-            checked when :class:`~cberl_model.features.featurizers.FeaturizerSet` builds them.)
+        ModelError: On a missing or malformed card, a featurizer name this install does
+            not know, or an encoder that differs from training. The network's weights are
+            checked by :func:`load_artifact` (the worker's load), not here.
     """
     path = Path(path) if path is not None else DEFAULT_MODEL_DIR
     card = _read_card(path)
@@ -242,11 +254,6 @@ def load_artifact(path: str | Path | None = None, device: torch.device | str = "
                 registration(spec.extractor, modality)
             except FeaturizerError as exc:
                 raise ModelError(f"model at {path} needs a featurizer this install lacks: {exc}") from exc
-    model = _build_model(card, path)
-    spec_dims = {m: s.dim for m, s in feature_spec.items()}
-    if spec_dims != model.config.input_dims:
-        raise ModelError(f"{path / 'config.json'}: feature_spec {spec_dims} does not match the "
-                         f"architecture's input_dims {model.config.input_dims}")
     needs_encoder = any(s.extractor == TEXT_ENCODER for s in feature_spec.values())
     device = torch.device(device)
     encoder, pending = None, None
@@ -257,5 +264,30 @@ def load_artifact(path: str | Path | None = None, device: torch.device | str = "
         pool.shutdown(wait=False)  # the build runs on; the thread ends with it
     elif needs_encoder:
         encoder = _build_encoder(card, path).to(device)
-    return ModelArtifact(model=model.to(device), encoder=encoder, labels=tuple(card["labels"]),
-                         feature_spec=feature_spec, card=card, path=path, pending_encoder=pending)
+    return ModelFeatures(encoder=encoder, labels=tuple(card["labels"]), feature_spec=feature_spec,
+                         card=card, path=path, pending_encoder=pending)
+
+
+def load_artifact(path: str | Path | None = None, device: torch.device | str = "cpu",
+                  defer_encoder: bool = False) -> ModelArtifact:
+    """Load a model directory (the default MELD model when ``path`` is ``None``).
+
+    ``defer_encoder``: as in :func:`load_features`. A worker gets text vectors from the
+    streamer and needs the encoder only for an event without one, so a restarted worker
+    gets back to labelling without waiting for the encoder's load.
+
+    Raises:
+        ModelError: With a message saying what is wrong: missing or corrupt files, weights
+            that do not match the config, an encoder that differs from training, or a
+            featurizer name this install does not know. (Featurizer versions and sizes are
+            checked when :class:`~cberl_model.features.featurizers.FeaturizerSet` builds them.)
+    """
+    features = load_features(path, device, defer_encoder)
+    path, card = features.path, features.card
+    model = _build_model(card, path)
+    spec_dims = {m: s.dim for m, s in features.feature_spec.items()}
+    if spec_dims != model.config.input_dims:
+        raise ModelError(f"{path / 'config.json'}: feature_spec {spec_dims} does not match the "
+                         f"architecture's input_dims {model.config.input_dims}")
+    return ModelArtifact(model=model.to(torch.device(device)),
+                         **{f.name: getattr(features, f.name) for f in fields(ModelFeatures)})

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cberl_model.artifact import load_artifact
+from cberl_model.artifact import load_features
 from cberl_model.features.featurizers import FeaturizerSet
 from cberl_model.features.media import SAMPLE_RATE, UtteranceMedia
 from streamer.asr import Transcriber
@@ -122,7 +122,7 @@ class SegmentAnalyzer:
     @classmethod
     def load(cls, settings: StreamerSettings) -> SegmentAnalyzer:
         """Load the ASR model and the model artifact's featurizers (seconds; once per process)."""
-        artifact = load_artifact(settings.model_dir)
+        artifact = load_features(settings.model_dir)
         transcriber = Transcriber(settings.whisper_model, settings.whisper_device,
                                   settings.whisper_beam_size, window_s=settings.asr_window_s)
         featurizers = FeaturizerSet.from_artifact(artifact, device=settings.whisper_device)

@@ -62,3 +62,16 @@ def test_loading_the_recognizer_does_not_load_the_trainer() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=300)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_streamer_loads_its_model_features_without_the_graph_code() -> None:
+    """torch-geometric's import costs seconds of every streamer (re)start: it must not happen."""
+    code = ("import sys, streamer.__main__, streamer.analyzer; "
+            "from cberl_model.artifact import load_features; "
+            "features = load_features(); "
+            "print(features.encoder is not None, "
+            "sorted(m for m in sys.modules if m.split('.')[0] == 'torch_geometric' "
+            "or m.startswith('cberl_model.nn')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=300)
+    assert out.stdout.strip() == "True []"
