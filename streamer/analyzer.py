@@ -52,6 +52,15 @@ silence only when Whisper both thinks so (``no_speech_prob``) and is unsure of i
 with a 10 s window short real words ("Really?") reach a no-speech probability of 0.6."""
 
 
+def heard_nothing(transcript: Transcript, max_no_speech_prob: float) -> bool:
+    """Whether a segment is discarded: no text, or silence by Whisper's two-sided rule.
+
+    Also what ASR-robust training applies (``cberl_model/augment/asr_text.py``), so the
+    model trains on the texts calls keep."""
+    return not transcript.text or (transcript.no_speech_prob > max_no_speech_prob
+                                   and transcript.confidence < _MIN_CONFIDENCE)
+
+
 @dataclass(frozen=True)
 class AnalyzedSegment:
     """A transcribed segment and its features (an utterance event minus its seq).
@@ -226,9 +235,7 @@ class SegmentAnalyzer:
         out: list[AnalyzedSegment | None] = [None] * len(jobs)
         media, kept = [], []
         for i, (job, transcript) in enumerate(zip(jobs, transcripts, strict=True)):
-            silent = transcript.no_speech_prob > self._max_no_speech_prob and \
-                transcript.confidence < _MIN_CONFIDENCE
-            if not transcript.text or silent:
+            if heard_nothing(transcript, self._max_no_speech_prob):
                 log.info("discarded a %.2f s segment: text %r, no_speech_prob %.2f",
                          transcript.duration_s, transcript.text, transcript.no_speech_prob)
                 out[i] = AnalyzedSegment(job.segment, transcript, None, degraded, len(jobs))

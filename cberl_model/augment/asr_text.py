@@ -42,10 +42,6 @@ Transcribe = Callable[[Sequence[np.ndarray]], list[str]]
 
 PAD_S = 0.1
 """Silence kept on each side, as the streamer's endpointer pads a segment (speech_pad_ms)."""
-ASR_SETTINGS = {"beam_size": 1, "window_s": 10.0, "device": "cpu"}
-"""The streamer's ASR defaults (``streamer/settings.py``: beam 1, 10 s encoder window)."""
-MAX_NO_SPEECH_PROB = 0.6
-"""Above it the streamer discards a segment (``streamer/analyzer.py``): here, no text."""
 ASR_SEED = 0
 """Seed of the voices and of the share heard in training: every training seed and fold
 hears the same utterances the same way, so their transcripts are shared."""
@@ -165,25 +161,36 @@ def asr_corpus(corpus: Corpus, transcribe: Transcribe, transcriber_id: str, cach
 
 
 def streamer_transcriber() -> tuple[Transcribe, str]:
-    """The streamer's Whisper with its default model and settings, and an id for caching."""
-    from cberl_model.features.whisper_model import DEFAULT_WHISPER_MODEL
-    from streamer.asr import Transcriber  # the one that serves calls
+    """The streamer's Whisper with its default model and settings, and an id for caching.
 
-    transcriber = Transcriber(DEFAULT_WHISPER_MODEL, **ASR_SETTINGS)
+    A segment the streamer would discard (``streamer.analyzer.heard_nothing``) gives an
+    empty text. The device is the CPU wherever this runs, so one cache serves every machine.
+    """
+    from streamer.analyzer import heard_nothing
+    from streamer.asr import Transcriber
+
+    model, beam, window, max_no_speech = _streamer_defaults()
+    transcriber = Transcriber(model, "cpu", beam, window_s=window)
 
     def transcribe(audios: Sequence[np.ndarray]) -> list[str]:
-        return [t.text if t.no_speech_prob <= MAX_NO_SPEECH_PROB else ""
+        return ["" if heard_nothing(t, max_no_speech) else t.text
                 for t in transcriber.transcribe_batch(audios)]
 
     return transcribe, streamer_transcriber_id()
 
 
+def _streamer_defaults() -> tuple[str, int, float, float]:
+    from streamer.settings import StreamerSettings
+
+    given = {k: f.default for k, f in StreamerSettings.model_fields.items()}
+    return (given["whisper_model"], given["whisper_beam_size"], given["asr_window_s"],
+            given["max_no_speech_prob"])
+
+
 def streamer_transcriber_id() -> str:
     """Names the model and settings of :func:`streamer_transcriber` (part of the cache key)."""
-    from cberl_model.features.whisper_model import DEFAULT_WHISPER_MODEL
-
-    return (f"{DEFAULT_WHISPER_MODEL}|pad{PAD_S}|nsp{MAX_NO_SPEECH_PROB}|"
-            + json.dumps(ASR_SETTINGS, sort_keys=True))
+    model, beam, window, max_no_speech = _streamer_defaults()
+    return f"{model}|cpu|beam{beam}|window{window}|pad{PAD_S}|discard:nsp>{max_no_speech}&conf<1/e"
 
 
 def heard_by_streamer(corpus: Corpus, cache_dir: Path, fraction: float = 1.0) -> Corpus:

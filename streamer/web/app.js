@@ -100,7 +100,7 @@ function watchCall(callId, token, camera) {
     } finally {
       busy = false;
     }
-  }, 2000);
+  }, 1000);  // one cheap GET a second: a restarted gateway is rejoined within about 2 s
 }
 
 function subscribe(callId, token) {

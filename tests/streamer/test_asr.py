@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from deploy.speech import RATE, say, word_error_rate
-from streamer.analyzer import SegmentAnalyzer
+from streamer.analyzer import SegmentAnalyzer, heard_nothing
 from streamer.asr import Transcriber, window_for
-from streamer.frames import SpeechSegment
+from streamer.frames import SpeechSegment, Transcript
 
 SENTENCES = ["Can you send me the report before the meeting tomorrow?",
              "Do you want to have dinner with us tonight?",
@@ -52,6 +52,18 @@ def test_a_batch_gives_what_single_calls_give(analyzer: SegmentAnalyzer, speech:
     singles = [asr.transcribe(a) for a in audios]
     assert [b.text for b in batched] == [s.text for s in singles]
     assert word_error_rate(" ".join([SENTENCES[0], *SENTENCES[1:]]), batched[-1].text) <= 0.15
+
+
+@pytest.mark.parametrize("text, no_speech, confidence, discarded", [
+    ("", 0.1, 0.9, True),          # nothing recognised
+    ("Really?", 0.8, 0.6, False),  # a short real word: high no-speech, but a sure text
+    ("you", 0.8, 0.2, True),       # Whisper's hallucination on silence: unsure and no-speech
+    ("Hmm.", 0.5, 0.2, False),     # unsure but speech
+])
+def test_a_segment_is_discarded_only_when_whisper_hears_no_speech_and_is_unsure(
+        text: str, no_speech: float, confidence: float, discarded: bool) -> None:
+    transcript = Transcript(text, confidence, no_speech, 1.0, 0.1)
+    assert heard_nothing(transcript, 0.75) is discarded
 
 
 def test_silence_gives_no_text_or_a_high_no_speech_prob(analyzer: SegmentAnalyzer) -> None:
