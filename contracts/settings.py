@@ -59,6 +59,10 @@ class SharedSettings(BaseSettings):
     model_dir: Path | None = Field(None, description="model directory; default: the bundled model")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = Field(False, description="one JSON object per log line")
+    standby_ready_file: Path | None = Field(
+        None, description="be a warm spare: load everything, write this file, then wait for "
+                          "SIGUSR1 before serving (the embedded stack keeps one streamer and "
+                          "one worker spare, so a dead one is replaced in seconds)")
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> SharedSettings:

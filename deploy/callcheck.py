@@ -98,9 +98,10 @@ def _listening(process: psutil.Process) -> bool:
 
 
 def stack_children(stack_pid: int) -> dict[str, psutil.Process]:
-    """``{"tansu", "redis", "worker", "worker_standby", "streamer"}`` -> process, of a
-    ``deploy.embedded``. Of its two worker processes, the one serving /metrics is the
-    worker; the other is the warm standby (a promoted standby keeps its command line)."""
+    """``{"tansu", "redis", "worker", "worker_standby", "streamer", "streamer_standby"}`` ->
+    process, of a ``deploy.embedded``. Of its two worker (streamer) processes, the one with
+    a listening socket is the live one; the other is the warm standby (a promoted standby
+    keeps its command line)."""
     found: dict[str, psutil.Process] = {}
     for child in psutil.Process(stack_pid).children(recursive=False):
         try:
@@ -112,10 +113,10 @@ def stack_children(stack_pid: int) -> dict[str, psutil.Process]:
             found["tansu"] = child
         elif name == "redis-server":
             found["redis"] = child
-        elif "-m" in cmd and cmd[cmd.index("-m") + 1:cmd.index("-m") + 2] == ["workers"]:
-            found["worker" if _listening(child) else "worker_standby"] = child
-        elif "-m" in cmd and cmd[cmd.index("-m") + 1:cmd.index("-m") + 2] == ["streamer"]:
-            found["streamer"] = child
+        elif "-m" in cmd and (module := cmd[cmd.index("-m") + 1:cmd.index("-m") + 2]) in (
+                ["workers"], ["streamer"]):
+            role = {"workers": "worker", "streamer": "streamer"}[module[0]]
+            found[role if _listening(child) else f"{role}_standby"] = child
     return found
 
 

@@ -352,12 +352,13 @@ class PythonService(ChildService):
 class StandbyPythonService(PythonService):
     """A :class:`PythonService` with a warm spare: a second process, started with
     ``--standby-ready-file FILE``, that has imported and loaded everything and waits for
-    SIGUSR1 (``workers.__main__.wait_as_standby``).
+    SIGUSR1 (:mod:`contracts.standby`).
 
     :meth:`start` promotes the spare when there is one (it signals it once its ready file
     exists) and spawns the next spare; with none it starts a process as usual. A restarted
-    worker is then back in the broker's rebalance time instead of its start-up time. The
-    spare costs one more process's memory while it waits.
+    worker is then back in the broker's rebalance time, a restarted streamer in the time it
+    takes to bind its port and restore its calls, instead of their start-up time. The spare
+    costs one more process's memory while it waits.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

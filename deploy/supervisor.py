@@ -175,8 +175,9 @@ class Supervisor:
         lines += ["# HELP cberl_stack_up Whether the child is running.", "# TYPE cberl_stack_up gauge"]
         lines += [f'cberl_stack_up{{service="{n}"}} {int(bool(s["up"]))}' for n, s in status.items()]
         self._status_dir.mkdir(parents=True, exist_ok=True)
-        for filename, text in (("status.json", json.dumps(status, sort_keys=True)),
-                               ("status.prom", "\n".join(lines) + "\n")):
+        # status.json last: whoever sees it new finds status.prom new too
+        for filename, text in (("status.prom", "\n".join(lines) + "\n"),
+                               ("status.json", json.dumps(status, sort_keys=True))):
             tmp = self._status_dir / f".{filename}.tmp"
             tmp.write_text(text)
             os.replace(tmp, self._status_dir / filename)

@@ -23,6 +23,7 @@ from cberl_model.features.media import FeaturizerError
 from cberl_model.features.whisper_model import WhisperModelError
 from contracts.cli import load_settings, run_cli
 from contracts.logs import setup_logging
+from contracts.standby import block_promotion, wait_as_standby
 from streamer.access_log import PathOnlyAccessLogger
 from streamer.analyzer import SegmentAnalyzer
 from streamer.gateway import create_app
@@ -66,10 +67,14 @@ async def serve(settings: StreamerSettings, analyzer: SegmentAnalyzer) -> int:
 
 def main() -> int:
     settings = load_settings(StreamerSettings)
+    if settings.standby_ready_file is not None:  # before anything slow
+        block_promotion()
     setup_logging(settings.log_level, settings.log_json)
     settings = ensure_secret(settings)
     print("streamer settings: " + json.dumps(settings.masked(), sort_keys=True), flush=True)
     analyzer = SegmentAnalyzer.load(settings)
+    if settings.standby_ready_file is not None:
+        wait_as_standby(settings.standby_ready_file, "serve")
     code = asyncio.run(serve(settings, analyzer))
     # Everything is closed and flushed; interpreter finalization can still hang in the
     # model's native threads (seen: no Python frame left), so end the process here.

@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import signal
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -25,6 +22,7 @@ from cberl_model.inference import EmotionRecognizer
 from cberl_model.runtime import ConfigError
 from contracts.cli import UserError, load_settings, run_cli
 from contracts.logs import logging_config, setup_logging
+from contracts.standby import block_promotion, wait_as_standby
 from contracts.topics import ensure_topics
 from workers.agents import TopicSink, register_agents
 from workers.app import create_app
@@ -84,7 +82,7 @@ def build_worker(settings: WorkerSettings) -> faust.Worker:
                       settings.redis_retry_max_s, metrics)
     register_agents(app, settings, BatchProcessor(recognizer, store, sink, settings, metrics), metrics)
     if settings.standby_ready_file is not None:
-        wait_as_standby(settings.standby_ready_file)
+        wait_as_standby(settings.standby_ready_file, "join the group")
     if settings.metrics_port:
         try:
             metrics.serve(settings.metrics_port, settings.metrics_host)
@@ -94,26 +92,10 @@ def build_worker(settings: WorkerSettings) -> faust.Worker:
                         logging_config=logging_config(settings.log_level, settings.log_json))
 
 
-def wait_as_standby(ready_file: Path) -> None:
-    """Be a warm spare: everything is imported and loaded; join the group on SIGUSR1.
-
-    A worker's start is mostly imports and the model (seconds on a small CPU); a spare
-    that has done them takes over a dead worker's partitions in about the broker's
-    rebalance time. ``ready_file`` appears once SIGUSR1 is blocked and the load is done,
-    so the supervisor never signals too early (SIGUSR1's default action ends a process).
-    """
-    ready_file.write_text(f"{os.getpid()}\n")
-    log.info("standby: loaded, waiting for SIGUSR1 to join the group")
-    signal.sigwait({signal.SIGUSR1})
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
-    ready_file.unlink(missing_ok=True)
-    log.info("standby: promoted, joining the group")
-
-
 def main() -> int:
     settings = load_settings(WorkerSettings)
-    if settings.standby_ready_file is not None:  # before anything slow: see wait_as_standby
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    if settings.standby_ready_file is not None:  # before anything slow
+        block_promotion()
     setup_logging(settings.log_level, settings.log_json)
     print(json.dumps({"effective_config": settings.masked()}), flush=True)
     asyncio.run(check_backends(settings))

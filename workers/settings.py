@@ -8,7 +8,6 @@ that turns this object into faust's keyword arguments.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -43,10 +42,6 @@ class WorkerSettings(SharedSettings):
         None, description="static group membership (KIP-345): a worker that comes back under "
                           "the same id takes its partitions over at once instead of waiting "
                           "for the dead member's session to time out; unique per live worker")
-    standby_ready_file: Path | None = Field(
-        None, description="be a warm spare: load everything, write this file, then wait for "
-                          "SIGUSR1 before joining the group and serving /metrics (the embedded "
-                          "stack keeps one, so a dead worker is replaced in seconds)")
 
     @property
     def effective_fetch_max_wait_ms(self) -> int:

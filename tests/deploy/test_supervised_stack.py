@@ -1,5 +1,6 @@
 """A supervised embedded stack: the worker SIGKILLed mid-call is restarted, the call goes
-on, and its later utterances get final labels; no secret is on any command line."""
+on, and its later utterances get final labels; a SIGKILLed streamer is replaced by its warm
+spare and still serves the call's stream; no secret is on any command line."""
 
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ def test_a_killed_worker_is_restarted_and_later_utterances_get_final_labels(tmp_
     stack.start()
     try:
         assert stack.pid is not None
-        children = stack_children(stack.pid)
-        assert set(children) == {"tansu", "redis", "worker", "worker_standby", "streamer"}
+        every = {"tansu", "redis", "worker", "worker_standby", "streamer", "streamer_standby"}
+        # the streamer's spare is spawned just after the streamer answers /readyz
+        children = wait_until(lambda: (found := stack_children(stack.pid)).keys() == every and found,
+                              30, interval_s=0.2, message=lambda: str(set(stack_children(stack.pid))))
         spare = children["worker_standby"]
         environ = children["streamer"].environ()
         secrets_ = [environ["CBERL_EVENT_SECRET"], environ["CBERL_TOKEN_SECRET"],
@@ -91,6 +94,18 @@ def test_a_killed_worker_is_restarted_and_later_utterances_get_final_labels(tmp_
         assert len(snap.transcripts) >= 3
         assert all(n == 1 for n in snap.finals().values())  # no final label twice
         assert "worker exited" in stack.output() and "worker restarted" in stack.output()
+
+        # the streamer dies: its spare serves the same port and the call's stream again
+        streamer_spare = stack_children(stack.pid)["streamer_standby"]
+        stack_children(stack.pid)["streamer"].kill()
+
+        def streamer_back() -> bool:
+            status = json.loads((data / "status.json").read_text())["streamer"]
+            return status["restarts"] == 1 and status["up"]
+
+        wait_until(streamer_back, 60, interval_s=0.5, message="the stack did not restart the streamer")
+        assert stack_children(stack.pid)["streamer"].pid == streamer_spare.pid
+        assert snapshot(server, call_id, token).finals() == snap.finals()
     finally:
         stack.stop(timeout_s=60)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children.values())
