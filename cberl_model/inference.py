@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +31,7 @@ import torch
 
 from cberl_model.artifact import ModelArtifact, load_artifact
 from cberl_model.features.corpus_features import TEXT_ENCODER
+from cberl_model.framing import frame, pack_vectors, unframe, unpack_vectors
 from cberl_model.predict import predict_spans, predict_windows
 from cberl_model.runtime import select_device
 from cberl_model.windows import ConversationFeatures, NodeTable, Window, window_bounds
@@ -141,23 +140,15 @@ class CallState:
 
 STATE_MAGIC = b"CBST"
 STATE_VERSION = 1
-_HEAD = struct.Struct("<4sBI")  # magic, version, header length
-
-
-def _binary_state_error(why: str) -> ValueError:
-    return ValueError(f"invalid call state: {why}")
 
 
 def state_to_bytes(state: CallState) -> bytes:
     """The compact binary form of ``state`` (see :meth:`CallState.to_bytes`)."""
-    header = json.dumps({
+    sizes, blob = pack_vectors([n.features for n in state.nodes])
+    return frame(STATE_MAGIC, STATE_VERSION, {
         "call_id": state.call_id, "next_seq": state.next_seq, "ended": state.ended,
-        "nodes": [[n.utterance_id, n.seq, n.speaker_id, n.revision, n.final,
-                   {m: int(v.size) for m, v in n.features.items()}] for n in state.nodes],
-    }, separators=(",", ":")).encode()
-    vectors = [np.asarray(v, dtype="<f4").ravel() for n in state.nodes for v in n.features.values()]
-    blob = np.concatenate(vectors).tobytes() if vectors else b""
-    return _HEAD.pack(STATE_MAGIC, STATE_VERSION, len(header)) + header + blob
+        "nodes": [[n.utterance_id, n.seq, n.speaker_id, n.revision, n.final, dims]
+                  for n, dims in zip(state.nodes, sizes, strict=True)]}, blob)
 
 
 def state_from_bytes(raw: bytes | memoryview) -> CallState:
@@ -166,33 +157,18 @@ def state_from_bytes(raw: bytes | memoryview) -> CallState:
     Raises:
         ValueError: If ``raw`` is not a binary state this code wrote (corrupt or foreign).
     """
-    raw = memoryview(raw)
-    if len(raw) < _HEAD.size:
-        raise _binary_state_error(f"{len(raw)} bytes, shorter than the header")
-    magic, version, size = _HEAD.unpack_from(raw)
-    if magic != STATE_MAGIC:
-        raise _binary_state_error(f"magic {bytes(magic)!r}, expected {STATE_MAGIC!r}")
-    if version != STATE_VERSION:
-        raise _binary_state_error(f"layout version {version}, this code reads {STATE_VERSION}")
+    head, payload = unframe(raw, STATE_MAGIC, STATE_VERSION, "call state")
     try:
-        head = json.loads(bytes(raw[_HEAD.size:_HEAD.size + size]))
-        floats = np.frombuffer(raw[_HEAD.size + size:], dtype="<f4").astype(np.float32)
-        nodes, at = [], 0
-        for utterance_id, seq, speaker_id, revision, final, dims in head["nodes"]:
-            features = {}
-            for m, dim in dims.items():
-                if at + dim > floats.size:
-                    raise ValueError("the vectors are truncated")
-                features[str(m)] = floats[at:at + dim]
-                at += dim
-            nodes.append(NodeState(str(utterance_id), int(seq), str(speaker_id), features,
-                                   int(revision), bool(final)))
-        if at != floats.size:
-            raise ValueError(f"{floats.size - at} floats left over after the last node")
+        rows = head["nodes"]
+        vectors = unpack_vectors([row[5] for row in rows], payload)
+        nodes = [NodeState(str(utterance_id), int(seq), str(speaker_id), features, int(revision),
+                           bool(final))
+                 for (utterance_id, seq, speaker_id, revision, final, _), features
+                 in zip(rows, vectors, strict=True)]
         return CallState(call_id=str(head["call_id"]), next_seq=int(head["next_seq"]), nodes=nodes,
                          ended=bool(head["ended"]))
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-        raise _binary_state_error(f"{type(exc).__name__}: {exc}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise ValueError(f"invalid call state: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)

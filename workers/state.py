@@ -26,11 +26,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, TimeoutError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
+from cberl_model.framing import frame, pack_vectors, unframe, unpack_vectors
 from cberl_model.inference import CallState
 from contracts.call_stream import EMOTION_FIELD, call_key, call_stream_key
 from workers.messages import Utterance, parse_message
@@ -42,8 +42,7 @@ T = TypeVar("T")
 RECORD_MAGIC = b"CBRC"
 RECORD_VERSION = 2  # 1: the JSON document (still read)
 SKIPPED_KEPT = 256  # skipped seq ranges remembered, to tell a late utterance from a duplicate
-_HEAD = struct.Struct("<4sBI")  # magic, version, header length
-_LEN = struct.Struct("<I")
+_LEN = struct.Struct("<I")  # length of the state inside a record
 _TRANSIENT = (ConnectionError, TimeoutError, BusyLoadingError, ReadOnlyError, OSError)
 
 
@@ -94,17 +93,13 @@ class CallRecord:
         (uint32 LE) and :meth:`CallState.to_bytes`, then the held vectors as float32.
         """
         pending = sorted(self.pending.items())
-        header = json.dumps({
+        sizes, blob = pack_vectors([u.vectors for _, u in pending])
+        state = self.state.to_bytes()
+        return frame(RECORD_MAGIC, RECORD_VERSION, {
             "next_seq": self.next_seq, "waiting_since_ms": self.waiting_since_ms,
             "skipped": [list(r) for r in self.skipped[-SKIPPED_KEPT:]], "end_seq": self.end_seq,
-            "pending": [[seq, u.header(), {m: int(v.size) for m, v in u.vectors.items()}]
-                        for seq, u in pending],
-        }, separators=(",", ":")).encode()
-        state = self.state.to_bytes()
-        vectors = [np.asarray(v, dtype="<f4").ravel() for _, u in pending for v in u.vectors.values()]
-        blob = np.concatenate(vectors).tobytes() if vectors else b""
-        return b"".join([_HEAD.pack(RECORD_MAGIC, RECORD_VERSION, len(header)), header,
-                         _LEN.pack(len(state)), state, blob])
+            "pending": [[seq, u.header(), dims] for (seq, u), dims in zip(pending, sizes, strict=True)],
+        }, _LEN.pack(len(state)) + state + blob)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CallRecord:
@@ -117,30 +112,15 @@ class CallRecord:
         raw = bytes(raw)
         if raw[:1] == b"{":
             return cls.from_json(raw)
-        if len(raw) < _HEAD.size:
-            raise ValueError(f"invalid call record: {len(raw)} bytes, shorter than the header")
-        magic, version, size = _HEAD.unpack_from(raw)
-        if magic != RECORD_MAGIC:
-            raise ValueError(f"invalid call record: magic {magic!r}, expected {RECORD_MAGIC!r}")
-        if version != RECORD_VERSION:
-            raise ValueError(f"record version {version!r}, expected {RECORD_VERSION}")
+        head, payload = unframe(raw, RECORD_MAGIC, RECORD_VERSION, "call record")
         try:
-            at = _HEAD.size + size
-            head = json.loads(raw[_HEAD.size:at])
-            (state_size,) = _LEN.unpack_from(raw, at)
-            state = CallState.from_bytes(memoryview(raw)[at + _LEN.size:at + _LEN.size + state_size])
-            floats = np.frombuffer(raw, dtype="<f4", offset=at + _LEN.size + state_size).astype(np.float32)
-            pending, used = {}, 0
-            for seq, event, dims in head["pending"]:
-                vectors = {}
-                for m, dim in dims.items():
-                    if used + dim > floats.size:
-                        raise ValueError("held vectors are truncated")
-                    vectors[str(m)] = floats[used:used + dim]
-                    used += dim
-                pending[int(seq)] = Utterance.from_header(event, vectors)
-            if used != floats.size:
-                raise ValueError(f"{floats.size - used} floats left over after the held utterances")
+            (state_size,) = _LEN.unpack_from(payload)
+            state = CallState.from_bytes(payload[_LEN.size:_LEN.size + state_size])
+            rows = head["pending"]
+            vectors = unpack_vectors([dims for _, _, dims in rows],
+                                     payload[_LEN.size + state_size:])
+            pending = {int(seq): Utterance.from_header(event, v)
+                       for (seq, event, _), v in zip(rows, vectors, strict=True)}
             return cls(state=state, next_seq=int(head["next_seq"]), pending=pending,
                        waiting_since_ms=head["waiting_since_ms"],
                        skipped=[(int(a), int(b)) for a, b in head["skipped"]], end_seq=head["end_seq"])
