@@ -325,3 +325,28 @@ def test_cv_summary_reports_every_class_and_fits_the_bias_out_of_fold(quality: M
     assert len(summary["utterance"]["logit_bias"]["nested_per_fold"]["final"]) == 3
     winner = quality.cv_winner(summary)
     assert winner["variant"] == "utterance" and "logit_bias" in winner["settings"]
+
+
+def test_cv_folds_split_across_processes_train_only_their_folds_and_share_the_rest(
+        quality: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``--folds``: one process per fold; each collects what the others finished."""
+    from cberl_model.data import Conversation, Corpus, Utterance
+
+    pooled = Corpus("tiny", ("neutral", "joy"), [Conversation(f"train/d{i}", [
+        Utterance(f"dia{i}_utt0", "A", "hi", "joy")]) for i in range(9)])
+    trained: list[int] = []
+
+    def fake_fold(config, corpus, assignment, fold, inner):
+        trained.append(fold)
+        y = np.array([0, 1])
+        return ({"seconds": 1.0}, {"y": y, "final": np.zeros((1, 2, 2)),
+                                   "revision0": np.zeros((1, 2, 2)),
+                                   "conversation": np.array(["train/d0", "train/d1"])})
+
+    monkeypatch.setattr(quality, "cv_corpus", lambda corpus, folder: pooled)
+    monkeypatch.setattr(quality, "run_fold", fake_fold)
+    first = quality.cv_run("meld", tmp_path, ["utterance"], [0], 3, tmp_path / "folds", True, {1})
+    assert trained == [1] and [r["fold"] for r in first["variants"]["utterance"]] == [1]
+    second = quality.cv_run("meld", tmp_path, ["utterance"], [0], 3, tmp_path / "folds", True, {0, 2})
+    assert trained == [1, 0, 2]
+    assert sorted(r["fold"] for r in second["variants"]["utterance"]) == [0, 1, 2]
