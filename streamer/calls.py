@@ -203,10 +203,12 @@ class StoredCall:
     created_at_ms: int
     next_seq: int
     t0_ms: int | None
+    invites_minted: int = 0
 
 
 class CallStore:
-    """A call's restart-survival record: ``created_at_ms``, ``t0_ms``, ``next_seq``.
+    """A call's restart-survival record: ``created_at_ms``, ``t0_ms``, ``next_seq``,
+    ``invites_minted``.
 
     Writes after creation go through one ordered background task (so ``next_seq`` only
     grows) and never delay publishing; a failed write is logged and the next one
@@ -239,6 +241,10 @@ class CallStore:
     def timeline(self, call_id: str, t0_ms: int) -> None:
         self._submit(call_id, {"t0_ms": t0_ms})
 
+    def invited(self, call: Call) -> None:
+        """``call`` minted one more participant token: its invite limit outlives a restart."""
+        self._submit(call.call_id, {"invites_minted": call.invites_minted})
+
     def ended(self, call_id: str) -> None:
         self._submit(call_id, None)
 
@@ -268,7 +274,8 @@ class CallStore:
             return None
         try:
             fields = {k.decode(): int(v) for k, v in data.items()}
-            return StoredCall(call_id, fields["created_at_ms"], fields["next_seq"], fields.get("t0_ms"))
+            return StoredCall(call_id, fields["created_at_ms"], fields["next_seq"], fields.get("t0_ms"),
+                              fields.get("invites_minted", 0))
         except (KeyError, ValueError, UnicodeDecodeError):
             log.error("call %s: unreadable record %r", call_id, data)
             return None
@@ -310,6 +317,7 @@ def new_call(call_id: str, publish: Callable[[UtteranceEvent | CallEnded], bool]
     call = Call(call_id, sequencer)
     if stored is not None:
         call.created_at_ms = stored.created_at_ms
+        call.invites_minted = stored.invites_minted
         call.restore_timeline(stored.t0_ms)
     if store is not None:
         sequencer._publish = store.publisher(call, publish)

@@ -71,7 +71,7 @@ from streamer.publisher import UtterancePublisher
 from streamer.settings import StreamerSettings
 from streamer.signaling import OfferError, parse_offer
 from streamer.subscriptions import serve_subscription
-from streamer.tokens import TokenClaims, TokenError, issue_token, verify_token
+from streamer.tokens import Role, TokenClaims, TokenError, issue_token, verify_token
 from streamer.transcripts import TranscriptWriter
 from streamer.vad import VadParams
 
@@ -167,14 +167,15 @@ def _call(request: web.Request) -> Call:
     return call
 
 
-async def _call_or_restore(request: web.Request, body: dict[str, Any]) -> Call:
+async def _call_or_restore(request: web.Request, body: dict[str, Any],
+                           role: Role = "participant") -> Call:
     """:func:`_call`, or the call restored from Redis after a restart of this process (only
-    for a valid participant token of that call)."""
+    for a valid token of that call with ``role``)."""
     with contextlib.suppress(ApiError):
         return _call(request)
     app, call_id = request.app, request.match_info["call_id"]
     try:
-        verify_token(app[SETTINGS].secret(), _token(request, body), call_id, "participant")
+        verify_token(app[SETTINGS].secret(), _token(request, body), call_id, role)
     except TokenError:
         return _call(request)  # 404: unknown call, as without a record
     check_new_call(app[SETTINGS], app[CALLS], [])  # a restored call counts against the cap
@@ -242,12 +243,13 @@ async def create_call(request: web.Request) -> web.Response:
 
 async def add_participant(request: web.Request) -> web.Response:
     """Mint a participant token with the call's invite token (and nothing else)."""
-    call = _call(request)
     body = await _body(request)
+    call = await _call_or_restore(request, body, "invite")
     verify_token(request.app[SETTINGS].secret(), _token(request, body), call.call_id, "invite")
     name = check_name(body.get("name"))
     check_invite(request.app[SETTINGS], call.invites_minted)
     call.invites_minted += 1
+    request.app[CALL_STORE].invited(call)
     return web.json_response(_participant_token(request.app, call.call_id, name), status=201)
 
 

@@ -11,7 +11,9 @@ import redis.asyncio as aioredis
 
 from contracts.call_stream import call_key
 from deploy.services import free_port
+from streamer.calls import live_call_key
 from tests.streamer.conftest import gateway_settings, run_gateway
+from tests.waiting import async_wait_until
 
 BAD_OFFER = {"sdp": "v=0", "type": "offer"}
 
@@ -46,3 +48,26 @@ async def test_restoring_a_call_respects_the_active_calls_cap(tansu_broker, redi
             status, body = await second.post(f"/v1/calls/{call['call_id']}/join",
                                              {**BAD_OFFER, "token": call["participants"][0]["token"]})
             assert status == 503 and "calls" in body["error"], body
+
+
+@pytest.mark.asyncio
+async def test_an_invite_limit_outlives_a_restart(tansu_broker, redis_server, analyzer) -> None:
+    """The invite's count is in the call's Redis record: a restarted streamer does not
+    give a leaked invite link a fresh ``max_invites_per_call``."""
+    settings = gateway_settings(tansu_broker, redis_server, max_invites_per_call=2)
+    async with run_gateway(settings, analyzer) as first:
+        status, call = await first.post("/v1/calls", {"participants": ["ann"]})
+        invite = {"token": call["invite_token"]}
+        url = f"/v1/calls/{call['call_id']}/participants"
+        assert (await first.post(url, {**invite, "name": "bob"}))[0] == 201
+        client = aioredis.Redis.from_url(str(settings.redis_url))
+        await async_wait_until(lambda: client.hget(live_call_key(call["call_id"]), "invites_minted"),
+                               10, message="the invite count was not recorded")
+        await client.aclose()
+        async with run_gateway(settings.model_copy(update={"port": free_port()}), analyzer) as second:
+            # the restarted process restores the call for its invite token, counting on
+            assert (await second.post(url, {**invite, "name": "carol"}))[0] == 201
+            status, body = await second.post(url, {**invite, "name": "dave"})
+            assert status == 429 and "at most 2" in body["error"], body
+            status, body = await second.post(url, {"token": call["subscriber_token"], "name": "eve"})
+            assert status == 403, body
