@@ -156,39 +156,53 @@ class MemberLogits:
         return np.concatenate(self._chunks, axis=1)
 
 
-def apply_to_artifact(model_dir: Path, spec: str, out_dir: Path) -> str:
+def apply_to_artifact(model_dir: Path, spec: str, out_dir: Path, dev: str | None = None) -> str:
     """Fold a ``logit_bias`` into a trained model directory (no retraining); its new id.
 
     The result equals training with that ``logit_bias`` in the recipe (the bias is applied
-    after training either way). The card records the bias in ``training.config``; its dev
-    metrics are those of the unbiased model (re-score with ``cberl_model.evaluate``).
+    after training either way). The card records the bias in ``training.config``, and its
+    dev metrics are re-scored with the bias on ``dev`` (default: the card's own dev split),
+    so the card describes the model it ships with; the unbiased ones are kept beside them.
+
+    Raises:
+        ConfigError: If the model already carries a bias, or has no dev split to re-score.
     """
     from cberl_model.artifact import load_artifact, save_artifact  # artifact sits above nn
+    from cberl_model.evaluate import evaluate_artifact
     from cberl_model.train.config import parse_logit_bias
 
+    bias = parse_logit_bias(spec)
     artifact = load_artifact(model_dir)
-    previous = artifact.card.get("training", {}).get("config", {}).get("logit_bias", "")
+    training = dict(artifact.card.get("training", {}))
+    previous = training.get("config", {}).get("logit_bias", "")
     if previous:
         raise ConfigError(f"{model_dir} already carries logit_bias {previous!r}")
-    fold_into_model(artifact.model, bias_vector(parse_logit_bias(spec), artifact.labels))
-    training = dict(artifact.card.get("training", {}))
+    dev = dev or training.get("dev")
+    if not dev:
+        raise ConfigError(f"{model_dir} records no dev split; give one to re-score it on")
+    fold_into_model(artifact.model, bias_vector(bias, artifact.labels))
     training["config"] = {**training.get("config", {}), "logit_bias": spec}
+    metrics = {"dev": evaluate_artifact(artifact, dev),
+               "dev_revision0": evaluate_artifact(artifact, dev, future=0),
+               "before_logit_bias": artifact.card.get("metrics", {})}
     save_artifact(out_dir, artifact.model, artifact.encoder, artifact.labels,
-                  artifact.feature_spec, training=training,
-                  metrics=artifact.card.get("metrics", {}))
+                  artifact.feature_spec, training=training, metrics=metrics)
     return load_artifact(out_dir).model_id
 
 
 def main() -> int:
-    """``python -m cberl_model.train.prior MODEL_DIR "fear=0.8,disgust=1.1" [OUT_DIR]``."""
+    """``python -m cberl_model.train.prior MODEL_DIR "fear=0.8,disgust=1.1" [OUT_DIR] [--dev F:P]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=apply_to_artifact.__doc__)
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("logit_bias")
     parser.add_argument("out_dir", type=Path, nargs="?")
+    parser.add_argument("--dev", metavar="FORMAT:PATH",
+                        help="split to re-score the card's dev metrics on (default: the card's)")
     args = parser.parse_args()
-    print(apply_to_artifact(args.model_dir, args.logit_bias, args.out_dir or args.model_dir))
+    print(apply_to_artifact(args.model_dir, args.logit_bias, args.out_dir or args.model_dir,
+                            args.dev))
     return 0
 
 

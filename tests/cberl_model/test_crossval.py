@@ -32,6 +32,7 @@ from cberl_model.train.prior import (
     probabilities,
 )
 from cberl_model.windows import WindowBatch, evaluation_windows
+from tests.cberl_model.model_dirs import copy_model
 from tests.cberl_model.test_augment import clustered_corpus, write_feature_corpus
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -147,13 +148,25 @@ def test_logit_bias_settings_round_trip_and_refuse_bad_entries():
         bias_vector({"anger": 1.0}, LABELS)
 
 
-def test_a_bias_folded_into_a_model_directory_shifts_only_the_output_biases(tmp_path):
+def test_a_bias_folded_into_a_model_directory_shifts_only_the_output_biases(tmp_path, meld_dir):
+    import csv
+
     from cberl_model.artifact import load_artifact
+    from cberl_model.evaluate import evaluate_artifact
     from cberl_model.train.prior import apply_to_artifact
 
-    new_id = apply_to_artifact(Path("cberl_model/default_model").resolve(), "fear=0.5",
-                               tmp_path / "biased")
-    before, after = load_artifact(), load_artifact(tmp_path / "biased")
+    with open(meld_dir / "dev_sent_emo.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[:81]  # the header and 80 utterances: a quick re-score
+    with open(tmp_path / "dev80.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    dev = f"meld:{tmp_path / 'dev80.csv'}"
+    with pytest.raises(ConfigError, match="already carries logit_bias"):  # the shipped model
+        apply_to_artifact(Path("cberl_model/default_model").resolve(), "fear=0.5", tmp_path / "x")
+    # a model without a recorded bias (the shipped one's card, its bias forgotten)
+    plain = copy_model(Path("cberl_model/default_model").resolve(), tmp_path / "plain",
+                       lambda card: card["training"]["config"].pop("logit_bias"))
+    new_id = apply_to_artifact(plain, "fear=0.5", tmp_path / "biased", dev)
+    before, after = load_artifact(plain), load_artifact(tmp_path / "biased")
     assert new_id == after.model_id != before.model_id
     fear = before.labels.index("fear")
     for old, new in zip(before.model.classifier.members, after.model.classifier.members,
@@ -161,6 +174,9 @@ def test_a_bias_folded_into_a_model_directory_shifts_only_the_output_biases(tmp_
         shift = (new[-1].bias - old[-1].bias).detach().numpy()
         assert shift[fear] == pytest.approx(0.5) and np.delete(shift, fear) == pytest.approx(0)
     assert after.card["training"]["config"]["logit_bias"] == "fear=0.5"
+    # the card describes the biased model: its dev metrics are re-scored, the old ones kept
+    assert after.card["metrics"]["dev"] == evaluate_artifact(after, dev)
+    assert after.card["metrics"]["before_logit_bias"] == before.card["metrics"]
     with pytest.raises(ConfigError, match="already carries"):
         apply_to_artifact(tmp_path / "biased", "joy=1", tmp_path / "twice")
 
