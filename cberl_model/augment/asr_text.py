@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cberl_model.data import Conversation, Corpus, Utterance
+from cberl_model.data import Conversation, Corpus
 
 log = logging.getLogger(__name__)
 
@@ -124,39 +124,32 @@ def asr_corpus(corpus: Corpus, transcribe: Transcribe, transcriber_id: str, cach
         raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
     cache = TranscriptCache(cache_dir / "asr" / "transcripts.jsonl")
 
-    def chosen(utt: Utterance) -> bool:  # ids repeat across pooled parts: decide per utterance
-        return bool(utt.text and utt.text.strip()) and is_chosen(utt.utterance_id, seed, fraction)
-
-    todo: list[tuple[str, str, str, int]] = []
-    for utt in corpus.utterances():
-        if chosen(utt):
-            voice, rate = voice_for(utt.utterance_id, seed)
-            key = TranscriptCache.key(utt.text or "", voice, rate, transcriber_id)
-            if key not in cache.items:
-                todo.append((key, utt.text or "", voice, rate))
-    todo = list({t[0]: t for t in todo}.values())
-    picked = sum(map(chosen, corpus.utterances()))
-    log.info("ASR: %d utterances chosen, %d to transcribe (%d cached)", picked, len(todo),
-             picked - len(todo))
+    # ids repeat across pooled parts, so the choice is made per utterance, once
+    keys: dict[tuple[int, int], str] = {}
+    todo: dict[str, tuple[str, str, int]] = {}
+    for c, conv in enumerate(corpus.conversations):
+        for i, utt in enumerate(conv.utterances):
+            if utt.text and utt.text.strip() and is_chosen(utt.utterance_id, seed, fraction):
+                voice, rate = voice_for(utt.utterance_id, seed)
+                key = keys[c, i] = TranscriptCache.key(utt.text, voice, rate, transcriber_id)
+                if key not in cache.items:
+                    todo[key] = (utt.text, voice, rate)
+    log.info("ASR: %d utterances chosen, %d to transcribe (%d cached)", len(keys), len(todo),
+             len(keys) - len(todo))
+    pending = list(todo.items())
     with tempfile.TemporaryDirectory() as tmp:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            audios = [speak(text, voice, rate, Path(tmp)) for _, text, voice, rate in batch]
-            for (key, *_), heard in zip(batch, transcribe(audios), strict=True):
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start:start + batch_size]
+            audios = [speak(text, voice, rate, Path(tmp)) for _, (text, voice, rate) in batch]
+            for (key, _), heard in zip(batch, transcribe(audios), strict=True):
                 cache.add(key, heard)
             if (start // batch_size) % 25 == 0:
-                log.info("ASR: %d / %d transcribed", start + len(batch), len(todo))
-    conversations = []
-    for conv in corpus.conversations:
-        utterances = []
-        for utt in conv.utterances:
-            if chosen(utt):
-                voice, rate = voice_for(utt.utterance_id, seed)
-                heard = cache.items[TranscriptCache.key(utt.text or "", voice, rate,
-                                                        transcriber_id)]
-                utt = replace(utt, text=heard)
-            utterances.append(utt)
-        conversations.append(Conversation(conv.conversation_id, utterances))
+                log.info("ASR: %d / %d transcribed", start + len(batch), len(pending))
+    conversations = [
+        Conversation(conv.conversation_id,
+                     [replace(utt, text=cache.items[keys[c, i]]) if (c, i) in keys else utt
+                      for i, utt in enumerate(conv.utterances)])
+        for c, conv in enumerate(corpus.conversations)]
     return Corpus(corpus.name + name_suffix, corpus.labels, conversations)
 
 

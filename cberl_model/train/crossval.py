@@ -100,7 +100,7 @@ def fold_key(config: TrainConfig, corpus: Corpus, assignment: dict[str, int], fo
              inner_fraction: float) -> str:
     """A fold result's name: everything that determines it, hashed."""
     settings = {k: v for k, v in config.to_dict().items()
-                if k not in RUN_ONLY and NEUTRAL.get(k, not v) != v}
+                if k not in RUN_ONLY and (k not in NEUTRAL or v != NEUTRAL[k])}
     payload = {"settings": settings, "seed": config.seed, "corpus": corpus.content_hash(),
                "folds": assignment_hash(assignment), "fold": fold, "inner": inner_fraction}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
