@@ -159,6 +159,10 @@ CV_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "utterance_asr50": ("utterance, half the training texts as the streamer's ASR hears them",
                         {"encoder_context_turns": 0, "encoder_max_tokens": 64,
                          "asr_fraction": 0.5}),
+    "mpnet": ("utterance, all-mpnet-base-v2 (768-d, LoRA rank 8 on q, v) instead of MiniLM",
+              {"encoder_context_turns": 0, "encoder_max_tokens": 64,
+               "text_model": "parts:all-mpnet-base-v2", "encoder_lora_rank": 8,
+               "encoder_bf16": True}),
 }
 """Levers measured by ``--cv``: the corpus's recipe with these settings on top (spelled out,
 so a recipe that adopts a lever re-defines no variant)."""

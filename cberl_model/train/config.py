@@ -40,6 +40,9 @@ class TrainConfig:
     encoder_batch_size: int = 32
     encoder_max_tokens: int = 64
     encoder_lora_rank: int = 16
+    # Stage 1's training steps under bfloat16 autocast (2.1x faster for all-mpnet-base-v2 on
+    # this CPU); features stay float32, as serving computes them.
+    encoder_bf16: bool = False
     # Earlier turns (with speaker names, past only) in the encoder's input; 0: the utterance
     # alone. Serving must pass the call's past turns (TextEncoder.encode_turns).
     encoder_context_turns: int = 0

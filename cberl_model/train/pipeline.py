@@ -23,7 +23,7 @@ from cberl_model.encoder_finetune import (
     fold_corpora,
 )
 from cberl_model.features.corpus_features import FeatureSpec, corpus_spec, featurize_corpus
-from cberl_model.features.text_encoder import LoraSpec, TextEncoder
+from cberl_model.features.text_encoder import LoraSpec, TextEncoder, lora_targets
 from cberl_model.metrics import confusion, format_report
 from cberl_model.nn import CBERL, CBERLConfig, FocalLoss
 from cberl_model.predict import evaluate_conversations
@@ -96,8 +96,10 @@ def finetune_config(config: TrainConfig) -> FinetuneConfig:
                           max_tokens=config.encoder_max_tokens,
                           class_weight_power=config.class_weight_power,
                           lora=LoraSpec(rank=config.encoder_lora_rank,
-                                        alpha=2 * config.encoder_lora_rank),
-                          context_turns=config.encoder_context_turns)
+                                        alpha=2 * config.encoder_lora_rank,
+                                        target_modules=lora_targets(config.text_model)),
+                          context_turns=config.encoder_context_turns,
+                          bf16=config.encoder_bf16)
 
 
 def fit_model(config: TrainConfig, train: Corpus, dev: Corpus) -> FittedModel:
