@@ -32,15 +32,27 @@ class Spoken:
     end_ms: int
 
 
-def say(text: str, workdir: Path) -> np.ndarray:
-    """``text`` spoken by espeak-ng (en-us, 150 wpm), 16 kHz mono float32, silence trimmed."""
+def speak(text: str, voice: str, rate_wpm: int, workdir: Path, pad_s: float) -> np.ndarray:
+    """``text`` spoken by espeak-ng in ``voice``, 16 kHz mono float32, silence trimmed to
+    ``pad_s`` either side (the one place the project drives espeak-ng: synthetic calls here,
+    and the training texts ASR hears, :mod:`cberl_model.augment.asr_text`)."""
     raw, out = workdir / "espeak.wav", workdir / "espeak16.raw"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate_wpm), "-w", str(raw), text],
+                   check=True, capture_output=True)
     subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed",
-                    "-t", "raw", str(out)], check=True)
+                    "-t", "raw", str(out)], check=True, capture_output=True)
     audio = np.fromfile(out, np.int16).astype(np.float32) / 32768
     loud = np.nonzero(np.abs(audio) > 0.01)[0]
-    return audio[loud[0]:loud[-1] + 1]
+    if not loud.size:
+        return audio
+    pad = int(pad_s * RATE)
+    return audio[max(0, loud[0] - pad):loud[-1] + 1 + pad]
+
+
+def say(text: str, workdir: Path) -> np.ndarray:
+    """``text`` spoken by espeak-ng (en-us, 150 wpm), trimmed to the sound itself, so a
+    :class:`Spoken`'s bounds are where the sound is."""
+    return speak(text, "en-us", 150, workdir, pad_s=0.0)
 
 
 def write_wav(path: Path, audio: np.ndarray) -> Path:

@@ -29,8 +29,6 @@ class StreamerSettings(SharedSettings):
     whisper_model: str = DEFAULT_WHISPER_MODEL
     whisper_device: str = "auto"
     whisper_beam_size: int = Field(default=1, ge=1)
-    asr_threads: int = Field(default=1, ge=1, description="unused: one ASR thread per process "
-                                                           "(streamer/analyzer.py); kept for old configs")
     # -- ASR cost and capacity (streamer/asr.py, streamer/analyzer.py, streamer/capacity.py) --
     asr_window_s: float = Field(default=10.0, ge=5.0, le=30.0,
                                 description="Whisper encoder window; 30 = faster-whisper's own padding")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -28,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from cberl_model.data import Conversation, Corpus
+from deploy.speech import speak
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 VOICES: tuple[tuple[str, int], ...] = (("en-us", 150), ("en-gb", 165), ("en-029", 140),
                                        ("en-gb-scotland", 155))
 """espeak-ng (voice, words per minute) pairs an utterance may be spoken with."""
@@ -45,21 +44,6 @@ PAD_S = 0.1
 ASR_SEED = 0
 """Seed of the voices and of the share heard in training: every training seed and fold
 hears the same utterances the same way, so their transcripts are shared."""
-
-
-def speak(text: str, voice: str, rate_wpm: int, workdir: Path) -> np.ndarray:
-    """``text`` spoken by espeak-ng, 16 kHz mono float32, silence trimmed to :data:`PAD_S`."""
-    raw, out = workdir / "espeak.wav", workdir / "espeak16.raw"
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate_wpm), "-w", str(raw), text],
-                   check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e",
-                    "signed", "-t", "raw", str(out)], check=True, capture_output=True)
-    audio = np.fromfile(out, np.int16).astype(np.float32) / 32768
-    loud = np.nonzero(np.abs(audio) > 0.01)[0]
-    if not loud.size:
-        return audio
-    pad = int(PAD_S * SAMPLE_RATE)
-    return audio[max(0, loud[0] - pad):loud[-1] + 1 + pad]
 
 
 class TranscriptCache:
@@ -140,7 +124,7 @@ def asr_corpus(corpus: Corpus, transcribe: Transcribe, transcriber_id: str, cach
     with tempfile.TemporaryDirectory() as tmp:
         for start in range(0, len(pending), batch_size):
             batch = pending[start:start + batch_size]
-            audios = [speak(text, voice, rate, Path(tmp)) for _, (text, voice, rate) in batch]
+            audios = [speak(text, voice, rate, Path(tmp), PAD_S) for _, (text, voice, rate) in batch]
             for (key, _), heard in zip(batch, transcribe(audios), strict=True):
                 cache.add(key, heard)
             if (start // batch_size) % 25 == 0:
