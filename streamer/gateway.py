@@ -32,7 +32,6 @@ subscription readers, so open streams cannot starve the write path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -159,31 +158,41 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _unknown_call(call_id: str) -> ApiError:
+    return ApiError(404, f"unknown call {call_id!r} (never created, or already ended)")
+
+
 def _call(request: web.Request) -> Call:
     call_id = request.match_info["call_id"]
     call = request.app[CALLS].get(call_id)
     if call is None:
-        raise ApiError(404, f"unknown call {call_id!r} (never created, or already ended)")
+        raise _unknown_call(call_id)
     return call
 
 
-async def _call_or_restore(request: web.Request, body: dict[str, Any],
-                           role: Role = "participant") -> Call:
-    """:func:`_call`, or the call restored from Redis after a restart of this process (only
-    for a valid token of that call with ``role``)."""
-    with contextlib.suppress(ApiError):
-        return _call(request)
+async def _authorised_call(request: web.Request, body: dict[str, Any],
+                           role: Role) -> tuple[Call, TokenClaims]:
+    """The URL's call and the claims of the request's verified ``role`` token for it.
+
+    A call this process does not hold is restored from Redis (after a restart of the
+    streamer) only for a valid token of it; for any other token it is a 404, as an unknown
+    call is, so a probe learns nothing about which calls exist.
+    """
     app, call_id = request.app, request.match_info["call_id"]
+    secret, token = app[SETTINGS].secret(), _token(request, body)
+    call = app[CALLS].get(call_id)
+    if call is not None:
+        return call, verify_token(secret, token, call_id, role)
     try:
-        verify_token(app[SETTINGS].secret(), _token(request, body), call_id, role)
+        claims = verify_token(secret, token, call_id, role)
     except TokenError:
-        return _call(request)  # 404: unknown call, as without a record
+        raise _unknown_call(call_id) from None
     check_new_call(app[SETTINGS], app[CALLS], [])  # a restored call counts against the cap
     call = await app[CALLS].restore(call_id, app[CALL_STORE], app[PUBLISHER].publish)
     if call is None:
-        return _call(request)
+        raise _unknown_call(call_id)
     await _mark_call(app, call_id)  # workers keep accepting its utterances past the old key's TTL
-    return call
+    return call, claims
 
 
 def _token(request: web.Request, body: dict[str, Any]) -> str | None:
@@ -244,8 +253,7 @@ async def create_call(request: web.Request) -> web.Response:
 async def add_participant(request: web.Request) -> web.Response:
     """Mint a participant token with the call's invite token (and nothing else)."""
     body = await _body(request)
-    call = await _call_or_restore(request, body, "invite")
-    verify_token(request.app[SETTINGS].secret(), _token(request, body), call.call_id, "invite")
+    call, _ = await _authorised_call(request, body, "invite")
     name = check_name(body.get("name"))
     check_invite(request.app[SETTINGS], call.invites_minted)
     call.invites_minted += 1
@@ -255,9 +263,7 @@ async def add_participant(request: web.Request) -> web.Response:
 
 async def join(request: web.Request) -> web.Response:
     body = await _body(request)
-    call = await _call_or_restore(request, body)
-    claims = verify_token(request.app[SETTINGS].secret(), _token(request, body), call.call_id,
-                          "participant")
+    call, claims = await _authorised_call(request, body, "participant")
     try:
         offer = parse_offer(body)
     except OfferError as exc:
