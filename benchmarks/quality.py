@@ -56,7 +56,7 @@ from sklearn.linear_model import LogisticRegression
 from cberl_model.cli import setup_logging
 from cberl_model.data import load_corpus
 from cberl_model.features.corpus_features import corpus_spec, featurize_corpus
-from cberl_model.features.text_encoder import TextEncoder
+from cberl_model.features.text_encoder import DEFAULT_TEXT_MODEL, TextEncoder
 from cberl_model.metrics import classification_report
 from cberl_model.runtime import default_cache_dir
 from cberl_model.train.config import TrainConfig
@@ -149,15 +149,19 @@ def run_corpus(corpus: str, folder: Path, seeds: list[int], runs_dir: Path) -> d
     }
 
 
+MINILM: dict[str, Any] = {"text_model": DEFAULT_TEXT_MODEL, "encoder_lora_rank": 16,
+                          "encoder_bf16": False}
+"""The encoder of the MiniLM variants (what every recipe used when they ran)."""
+
 CV_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "utterance": ("recipe, encoder sees the utterance alone",
-                  {"encoder_context_turns": 0, "encoder_max_tokens": 64}),
-    "context1": ("recipe, encoder sees the previous turn (speaker names)",
-                 {"encoder_context_turns": 1, "encoder_max_tokens": 128}),
-    "context2": ("recipe, encoder sees the 2 previous turns (speaker names)",
-                 {"encoder_context_turns": 2, "encoder_max_tokens": 160}),
+    "utterance": ("recipe with MiniLM, encoder sees the utterance alone",
+                  {**MINILM, "encoder_context_turns": 0, "encoder_max_tokens": 64}),
+    "context1": ("recipe with MiniLM, encoder sees the previous turn (speaker names)",
+                 {**MINILM, "encoder_context_turns": 1, "encoder_max_tokens": 128}),
+    "context2": ("recipe with MiniLM, encoder sees the 2 previous turns (speaker names)",
+                 {**MINILM, "encoder_context_turns": 2, "encoder_max_tokens": 160}),
     "utterance_asr50": ("utterance, half the training texts as the streamer's ASR hears them",
-                        {"encoder_context_turns": 0, "encoder_max_tokens": 64,
+                        {**MINILM, "encoder_context_turns": 0, "encoder_max_tokens": 64,
                          "asr_fraction": 0.5}),
     "mpnet": ("utterance, all-mpnet-base-v2 (768-d, LoRA rank 8 on q, v) instead of MiniLM",
               {"encoder_context_turns": 0, "encoder_max_tokens": 64,
@@ -166,6 +170,14 @@ CV_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 """Levers measured by ``--cv``: the corpus's recipe with these settings on top (spelled out,
 so a recipe that adopts a lever re-defines no variant)."""
+
+CV_ENSEMBLES: dict[str, tuple[str, ...]] = {
+    "mpnet + utterance": ("mpnet", "utterance"),
+    "mpnet + utterance + context1": ("mpnet", "utterance", "context1"),
+}
+"""Ensembles scored after the fact on the variants' out-of-fold logits (:func:`cv_ensembles`):
+their CBERL final members' probabilities averaged. Serving one costs the sum of its
+members (each its own encoder and CBERL network)."""
 
 FOLD_SEED = 0
 """Seed of the fold assignment: the folds stay fixed across runs, variants and seeds."""
@@ -295,6 +307,32 @@ def cv_summary(collected: dict[str, Any], expected: int | None = None) -> dict[s
     return out
 
 
+def cv_ensembles(collected: dict[str, Any]) -> dict[str, Any]:
+    """Each :data:`CV_ENSEMBLES` entry whose variants all finished a fold: mean +- std over
+    the folds (x seeds) they share of weighted, macro and every class's F1."""
+    labels = tuple(collected["labels"])
+    out: dict[str, Any] = {}
+    for name, variants in CV_ENSEMBLES.items():
+        runs = [{(r["seed"], r["fold"]): r["arrays"] for r in collected["variants"].get(v, [])}
+                for v in variants]
+        shared = sorted(set.intersection(*(set(r) for r in runs)))
+        reports = []
+        for key in shared:
+            parts = [r[key] for r in runs]
+            if not all(np.array_equal(p["y"], parts[0]["y"]) for p in parts):
+                raise ValueError(f"{name}: fold {key} holds different utterances per variant")
+            reports.append(_scores(parts[0]["y"], np.concatenate([p["final"] for p in parts]),
+                                   labels))
+        if reports:
+            cells = {"weighted_f1": [r["weighted_f1"] for r in reports],
+                     "macro_f1": [r["macro_f1"] for r in reports],
+                     **{f"{c}_f1": [r["per_class"][c]["f1"] for r in reports] for c in labels}}
+            out[name] = {"variants": list(variants), "folds_x_seeds": len(reports),
+                         "cv": {k: {"mean": 100 * float(np.mean(v)), "std": 100 * float(np.std(v)),
+                                    "n": len(v)} for k, v in cells.items()}}
+    return out
+
+
 def cv_winner(summary: dict[str, Any]) -> dict[str, Any]:
     """The deployable system with the highest CV mean weighted F1 (CBERL final, +- prior).
 
@@ -356,6 +394,16 @@ def cv_markdown(report: dict[str, Any]) -> str:
                        f"{partial}, "
                        f"{vb['seconds_per_fold'] / 60:.1f} min per fold): logit bias fitted on "
                        f"all folds: `{vb['logit_bias']['fitted_on_all_folds'].get('final', '')}`")
+        if block.get("ensembles"):
+            out.append(f"\n#### {corpus}: ensembles of CBERL final, out of fold "
+                       "(the members' probabilities averaged; serving costs their sum)\n")
+            out.append("| ensemble | folds×seeds | " + " | ".join(
+                c.replace("_f1", "").replace("_", " ") for c in cols) + " |")
+            out.append("|---|---" + "|---" * len(cols) + "|")
+            for name, eb in block["ensembles"].items():
+                cells = [f"{eb['cv'][c]['mean']:.2f} ± {eb['cv'][c]['std']:.2f}" for c in cols]
+                out.append(f"| {name} | {eb['folds_x_seeds']} | " + " | ".join(cells) + " |")
+            out.append("")
         winner = block["winner"]
         if not winner:
             out.append("- **CV winner**: none yet (no variant has finished every fold)")
@@ -390,7 +438,8 @@ def cv_main(args: argparse.Namespace) -> int:
         summary = {**{k: v for k, v in old.items() if k not in summary}, **summary}
         report["corpora"][corpus] = {"labels": collected["labels"],
                                      "folds_hash": assignment_hash(collected["assignment"]),
-                                     "summary": summary, "winner": cv_winner(summary)}
+                                     "summary": summary, "winner": cv_winner(summary),
+                                     "ensembles": cv_ensembles(collected)}
         folds_record[corpus] = {"folds": args.cv, "seed": FOLD_SEED,
                                 "hash": assignment_hash(collected["assignment"]),
                                 "conversations": collected["assignment"]}

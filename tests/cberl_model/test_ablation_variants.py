@@ -328,6 +328,34 @@ def test_cv_summary_reports_every_class_and_fits_the_bias_out_of_fold(quality: M
     assert winner["variant"] == "utterance" and "logit_bias" in winner["settings"]
 
 
+def test_cv_ensembles_average_the_variants_out_of_fold_on_the_folds_they_share(
+        quality: ModuleType, monkeypatch: pytest.MonkeyPatch):
+    rng = np.random.default_rng(1)
+    labels = ["neutral", "joy", "fear"]
+    ys = [rng.choice(3, size=150) for _ in range(3)]
+
+    def runs(noise: float, folds: range) -> list[dict]:
+        out = []
+        for fold in folds:
+            final = rng.normal(0, noise, (2, 150, 3))
+            final[:, np.arange(150), ys[fold]] += 1.0
+            out.append({"seed": 0, "fold": fold, "arrays": {"y": ys[fold], "final": final}})
+        return out
+
+    monkeypatch.setattr(quality, "CV_ENSEMBLES", {"a + b": ("a", "b"), "a + missing": ("a", "c")})
+    collected = {"labels": labels, "variants": {"a": runs(2.0, range(3)), "b": runs(2.0, range(2))}}
+    ensembles = quality.cv_ensembles(collected)
+    assert set(ensembles) == {"a + b"}  # an ensemble with an unfinished variant is left out
+    both = ensembles["a + b"]
+    assert both["folds_x_seeds"] == 2 and {"weighted_f1", "fear_f1"} <= set(both["cv"])
+    alone = [quality._scores(ys[f], collected["variants"]["a"][f]["arrays"]["final"],
+                             tuple(labels))["weighted_f1"] for f in range(2)]
+    assert both["cv"]["weighted_f1"]["mean"] > 100 * np.mean(alone)  # independent noise averages out
+    collected["variants"]["b"][0]["arrays"]["y"] = ys[0][::-1].copy()
+    with pytest.raises(ValueError, match="different utterances"):
+        quality.cv_ensembles(collected)
+
+
 def test_cv_folds_split_across_processes_train_only_their_folds_and_share_the_rest(
         quality: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """``--folds``: one process per fold; each collects what the others finished."""

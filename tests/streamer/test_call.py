@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from cberl_model.artifact import DEFAULT_MODEL_DIR
 from contracts.call_stream import call_stream_key
 from contracts.events import EmotionEvent
 from deploy.speech import timeline_wav, word_error_rate
@@ -17,6 +18,12 @@ from tests.factories import emotion
 from tests.kafka import read_call
 from tests.streamer.conftest import Gateway
 from tests.waiting import async_wait_until
+
+
+def default_text_dim() -> int:
+    """The width of the text vectors the bundled model reads (its card, no model loaded)."""
+    card = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
+    return int(card["architecture"]["input_dims"]["text"])
 
 ALICE = [(1.0, "Can you send me the report before the meeting tomorrow?"),
          (8.5, "I am really happy that you called me this morning.")]
@@ -67,7 +74,8 @@ async def test_two_participants_ordered_attributed_transcribed(gateway: Gateway,
         assert u.speaker_id == ids[name]
         assert word_error_rate(said.text, u.text) <= 0.10, (said.text, u.text)
         assert abs(u.end_ms - offsets[name] - said.end_ms) <= 300, (u.end_ms, offsets[name], said)
-        assert u.start_ms <= u.end_ms and u.features.text is not None and len(u.features.text) == 384
+        assert u.start_ms <= u.end_ms and u.features.text is not None
+        assert len(u.features.text) == default_text_dim()
         assert u.end_of_speech_at is not None and u.end_of_speech_at <= u.produced_at
 
 
