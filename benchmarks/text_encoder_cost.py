@@ -80,4 +80,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from cberl_model.cli import run_cli
+
+    run_cli(main)

