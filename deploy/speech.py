@@ -39,7 +39,7 @@ def speak(text: str, voice: str, rate_wpm: int, workdir: Path, pad_s: float) -> 
     raw, out = workdir / "espeak.wav", workdir / "espeak16.raw"
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate_wpm), "-w", str(raw), text],
                    check=True, capture_output=True)
-    subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed",
+    subprocess.run(["sox", "-R", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed",
                     "-t", "raw", str(out)], check=True, capture_output=True)
     audio = np.fromfile(out, np.int16).astype(np.float32) / 32768
     loud = np.nonzero(np.abs(audio) > 0.01)[0]

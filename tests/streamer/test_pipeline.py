@@ -18,7 +18,7 @@ from tests.streamer.harness import run_pipeline
 
 
 def _sox_noise(path: Path, kind: str, seconds: int, volume: float) -> np.ndarray:
-    subprocess.run(["sox", "-n", "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed", "-t", "raw",
+    subprocess.run(["sox", "-R", "-n", "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed", "-t", "raw",
                     str(path), "synth", str(seconds), kind, "vol", str(volume)], check=True)
     return np.fromfile(path, np.int16).astype(np.float32) / 32768
 
