@@ -85,19 +85,18 @@ def make_head(dim: int, num_classes: int) -> nn.Module:
 
 
 @torch.no_grad()
-def head_logits(encoder: TextEncoder, head_state: dict[str, torch.Tensor], corpus: Corpus,
-                num_classes: int) -> np.ndarray:
-    """Per-utterance logits ``(N, C)`` of the stage-1 model (encoder + head) on ``corpus``.
+def head_logits(head_state: dict[str, torch.Tensor], vectors: np.ndarray) -> np.ndarray:
+    """Per-utterance logits ``(N, C)`` of the stage-1 model (encoder + head).
 
-    Every utterance in corpus order (unlabelled ones too): the fine-tuned encoder without
-    CBERL's context, i.e. the per-utterance baseline.
+    ``vectors`` are the adapted encoder's text features of the utterances (``(N, dim)``, the
+    rows CBERL is fed), so scoring the per-utterance baseline encodes nothing again: the
+    fine-tuned encoder without CBERL's context.
     """
-    head = make_head(encoder.dim, num_classes)
+    weight = head_state["1.weight"]
+    head = make_head(weight.shape[1], weight.shape[0])
     head.load_state_dict(head_state)
     head.eval()
-    texts, contexts = corpus_inputs(corpus, encoder.context_turns)
-    vectors = torch.from_numpy(encoder.encode(texts, contexts=contexts))
-    return head(vectors).numpy()
+    return head(torch.from_numpy(vectors)).numpy()
 
 
 def _length_bucketed_batches(texts: list[str], batch_size: int,

@@ -141,7 +141,8 @@ def run_fold(config: TrainConfig, corpus: Corpus, assignment: dict[str, int], fo
             keys = [(w.conversation.conversation_id, w.target) for w in windows]
     # The per-utterance baseline on the same utterances, in the same order.
     if fitted.encoder is not None and fitted.encoder_stage and fitted.encoder_stage.get("head"):
-        rows = head_logits(fitted.encoder, fitted.encoder_stage["head"], held, len(fitted.labels))
+        text = np.concatenate([f.features["text"] for f in held_feats])
+        rows = head_logits(fitted.encoder_stage["head"], text)
         where = {}
         row = 0
         for conv in held.conversations:

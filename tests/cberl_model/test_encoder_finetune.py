@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import BertConfig, BertModel
 
 from cberl_model.data import Conversation, Corpus, Utterance
-from cberl_model.encoder_finetune import FinetuneConfig, finetune_encoder
+from cberl_model.encoder_finetune import FinetuneConfig, finetune_encoder, head_logits
+from cberl_model.features.corpus_features import corpus_spec, featurize_corpus
+from cberl_model.metrics import classification_report
 from cberl_model.features.text_encoder import LoraSpec, TextEncoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -42,3 +45,12 @@ def test_adaptation_trains_the_adapter_and_keeps_float32_features(tmp_path, bf16
     assert len(result["history"]) == 2
     assert all(row["train_loss"] == row["train_loss"] for row in result["history"])  # not NaN
     assert encoder.encode(["wow"]).dtype.name == "float32"
+
+    # The per-utterance baseline scored from the rows CBERL is fed reproduces the stage's
+    # own dev report (cross-validation scores it that way instead of encoding twice).
+    dev = _corpus("dev")
+    rows = featurize_corpus(dev, corpus_spec(dev, encoder), encoder)
+    logits = head_logits(result["head"], np.concatenate([f.features["text"] for f in rows]))
+    labels = np.concatenate([f.labels for f in rows])
+    assert logits.shape == (dev.num_utterances, len(LABELS))
+    assert classification_report(labels, logits.argmax(1), LABELS) == result["dev"]
