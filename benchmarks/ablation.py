@@ -9,7 +9,8 @@ paper's full imbalance machinery switched on (``FULL``: GAN augmentation, focal 
 gamma 2, masked reconstruction) and then one thing changed; ``masked-rec-only`` keeps only
 masked reconstruction (the default recipe before this ablation) and ``plain`` switches all
 three attacks on imbalance off at once (the paper's claim is ``full`` against it). The
-recipe supplies everything else (windows, learning rate, class weights, epochs). Sweeps
+recipe supplies everything else (windows, learning rate, class weights, epochs) except the
+encoder and its input, pinned to what the committed results used (``MEASURED_ON``). Sweeps
 vary one setting of the full model at a time.
 
 Resumable: each run's dev report is written to ``RUNS/results/`` as soon as it finishes,
@@ -79,6 +80,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 """``plain`` answers the paper's claim: ``full`` minus ``plain`` is what the three attacks on
 imbalance buy together (both keep the recipe's mild class weights, as every variant does)."""
 
+MEASURED_ON: dict[str, Any] = {"logit_bias": "", "asr_fraction": 0.0, "encoder_context_turns": 0}
+"""What every run keeps whatever the recipe says, with the MiniLM encoder
+(``MINILM_ENCODER``) the committed results were measured on: the ablation weighs CBERL's
+parts on a fixed encoder, its input and raw logits (the levers chosen later by
+cross-validation, ``benchmarks/quality.py --cv``, stay out of it)."""
+
 CLAIM = ("full", "plain")
 """The comparison behind the paper's minority-class claim: (with, without) the machinery."""
 
@@ -124,11 +131,12 @@ class Job:
 
 def job_config(job: Job, runs_dir: Path) -> dict[str, Any]:
     """The run's full configuration (recipe, then the variant's settings, then the seed)."""
-    from cberl_model.train.config import TrainConfig
+    from cberl_model.train.config import MINILM_ENCODER, TrainConfig
 
     base = TrainConfig.from_file(job.corpus.recipe) if job.corpus.recipe else TrainConfig()
-    config = base.updated({**job.settings, "seed": job.seed, "encoder_seed": job.seed,
-                           "train": job.corpus.train, "dev": job.corpus.dev, "progress": False,
+    config = base.updated({**MINILM_ENCODER, **MEASURED_ON, **job.settings, "seed": job.seed,
+                           "encoder_seed": job.seed, "train": job.corpus.train,
+                           "dev": job.corpus.dev, "progress": False,
                            "run_dir": str(runs_dir / job.corpus.name / job.variant / f"seed{job.seed}")})
     return config.to_dict()
 

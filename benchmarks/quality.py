@@ -56,10 +56,10 @@ from sklearn.linear_model import LogisticRegression
 from cberl_model.cli import setup_logging
 from cberl_model.data import load_corpus
 from cberl_model.features.corpus_features import corpus_spec, featurize_corpus
-from cberl_model.features.text_encoder import DEFAULT_TEXT_MODEL, TextEncoder
+from cberl_model.features.text_encoder import TextEncoder
 from cberl_model.metrics import classification_report
 from cberl_model.runtime import default_cache_dir
-from cberl_model.train.config import TrainConfig
+from cberl_model.train.config import MINILM_ENCODER, TrainConfig
 from cberl_model.train.crossval import (
     assignment_hash,
     fold_assignment,
@@ -149,19 +149,15 @@ def run_corpus(corpus: str, folder: Path, seeds: list[int], runs_dir: Path) -> d
     }
 
 
-MINILM: dict[str, Any] = {"text_model": DEFAULT_TEXT_MODEL, "encoder_lora_rank": 16,
-                          "encoder_bf16": False}
-"""The encoder of the MiniLM variants (what every recipe used when they ran)."""
-
 CV_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "utterance": ("recipe with MiniLM, encoder sees the utterance alone",
-                  {**MINILM, "encoder_context_turns": 0, "encoder_max_tokens": 64}),
+                  {**MINILM_ENCODER, "encoder_context_turns": 0, "encoder_max_tokens": 64}),
     "context1": ("recipe with MiniLM, encoder sees the previous turn (speaker names)",
-                 {**MINILM, "encoder_context_turns": 1, "encoder_max_tokens": 128}),
+                 {**MINILM_ENCODER, "encoder_context_turns": 1, "encoder_max_tokens": 128}),
     "context2": ("recipe with MiniLM, encoder sees the 2 previous turns (speaker names)",
-                 {**MINILM, "encoder_context_turns": 2, "encoder_max_tokens": 160}),
+                 {**MINILM_ENCODER, "encoder_context_turns": 2, "encoder_max_tokens": 160}),
     "utterance_asr50": ("utterance, half the training texts as the streamer's ASR hears them",
-                        {**MINILM, "encoder_context_turns": 0, "encoder_max_tokens": 64,
+                        {**MINILM_ENCODER, "encoder_context_turns": 0, "encoder_max_tokens": 64,
                          "asr_fraction": 0.5}),
     "mpnet": ("utterance, all-mpnet-base-v2 (768-d, LoRA rank 8 on q, v) instead of MiniLM",
               {"encoder_context_turns": 0, "encoder_max_tokens": 64,

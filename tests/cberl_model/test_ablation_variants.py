@@ -57,6 +57,21 @@ def test_every_variant_is_a_valid_config_that_changes_one_thing(ablation: Module
             assert other.updated(settings).to_dict() == base.updated(settings).to_dict(), name
 
 
+
+@pytest.mark.parametrize("recipe", ["meld", "emorynlp"])
+def test_ablation_runs_on_the_encoder_its_results_were_measured_on(ablation: ModuleType,
+                                                                   recipe: str):
+    """The recipes moved on (mpnet, a logit bias); the ablation's runs must not follow them."""
+    corpus = next(c for c in ablation.standard_corpora(Path("m"), Path("e")) if c.name == recipe)
+    job = ablation.Job(corpus, "full", 0, ablation.VARIANTS["full"][1])
+    config = ablation.job_config(job, Path("runs"))
+    committed = next(r["config"] for r in json.loads((ROOT / "docs" / "ablation.json").read_text())
+                     ["runs"] if r["corpus"] == recipe and r["variant"] == "full")
+    for key in ("text_model", "encoder_lora_rank", "encoder_max_tokens"):
+        assert config[key] == committed[key], key
+    assert not config["encoder_bf16"] and config["logit_bias"] == ""
+    assert config["asr_fraction"] == 0.0 and config["encoder_context_turns"] == 0
+
 def tiny_batch(modalities: tuple[str, ...] = ("text", "audio")) -> WindowBatch:
     convs = clustered_corpus(0, modalities, conversations=4, present_rate=0.6)
     return WindowBatch.collate(evaluation_windows(convs, 3, 1)[:12], 3, 1, 4.0)
