@@ -394,3 +394,20 @@ def test_cv_folds_split_across_processes_train_only_their_folds_and_share_the_re
     second = quality.cv_run("meld", tmp_path, ["utterance"], [0], 3, tmp_path / "folds", True, {0, 2})
     assert trained == [1, 0, 2]
     assert sorted(r["fold"] for r in second["variants"]["utterance"]) == [0, 1, 2]
+
+
+def test_gold_views_split_the_asr_drop_and_the_table_shows_them(quality: ModuleType):
+    assert quality.plain_words("Oh my God! You're KIDDING, right?") == "oh my god you're kidding right"
+    assert quality.GOLD_VIEWS["gold_no_exclamation"][1]("No way! Really?") == "No way. Really?"
+
+    def report(f1: float) -> dict:
+        return {"weighted_f1": f1, "accuracy": f1}
+    row = {"model_id": "cberl-x", **{f"{view}_{rev}": report(f1) for view, f1 in
+                                     (("gold", 0.6), ("gold_no_exclamation", 0.5),
+                                      ("gold_plain", 0.45), ("asr", 0.4))
+                                     for rev in ("final", "revision0")}}
+    table = quality.asr_dev_markdown({"corpora": {"meld": {"m": row}}})
+    header, _, line = table.splitlines()[2:5]
+    assert "gold, ! as . wF1" in header and "gold, words only wF1" in header
+    assert line.startswith("| `m` (cberl-x) | 60.00 | 50.00 | 45.00 | 40.00 | 20.00 |")
+    assert header.count("|") == line.count("|")
