@@ -56,6 +56,9 @@ class TrainConfig:
     # the text the streamer's Whisper hears of it spoken by espeak-ng, as live calls give
     # (cberl_model/augment/asr_text.py; transcripts are cached, so each is paid once).
     asr_fraction: float = 0.0
+    # This share of the training split's utterances (never dev) gets its "!" written ".", as
+    # Whisper writes espeak-ng speech (augment/asr_text.without_exclamations): no ASR pass.
+    exclamation_fraction: float = 0.0
     # Stage 2: augmentation of the training conversations (see train/augment.py):
     # none | oversample | smote | gan | classweight; each class is topped up to
     # augment_ratio * the largest class count (docs/augmentation.md).
@@ -123,8 +126,9 @@ class TrainConfig:
                 if not 0.0 <= values[name] < 1.0]
         if not 0.0 <= self.full_future_rate <= 1.0:
             out.append(f"full_future_rate must be in [0, 1], got {self.full_future_rate}")
-        if not 0.0 <= self.asr_fraction <= 1.0:
-            out.append(f"asr_fraction must be in [0, 1], got {self.asr_fraction}")
+        for name in ("asr_fraction", "exclamation_fraction"):
+            if not 0.0 <= values[name] <= 1.0:
+                out.append(f"{name} must be in [0, 1], got {values[name]}")
         if not 0.0 < self.augment_ratio <= 1.0:
             out.append(f"augment_ratio must be in (0, 1], got {self.augment_ratio}")
         try:

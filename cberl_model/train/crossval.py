@@ -48,7 +48,8 @@ RUN_ONLY = ("seed", "train", "dev", "run_dir", "model_dir", "device", "cache_dir
 ``logit_bias`` is applied after the fold, out of fold)."""
 
 
-NEUTRAL: dict[str, Any] = {"asr_fraction": 0.0, "encoder_bf16": False}
+NEUTRAL: dict[str, Any] = {"asr_fraction": 0.0, "exclamation_fraction": 0.0,
+                           "encoder_bf16": False}
 """Settings added after fold results were first kept, keyed only when set: at these values
 they change nothing, and the results kept before them keep their names."""
 

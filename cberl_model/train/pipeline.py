@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cberl_model.artifact import save_artifact
-from cberl_model.augment.asr_text import heard_by_streamer
+from cberl_model.augment.asr_text import heard_by_streamer, without_exclamations
 from cberl_model.data import Corpus, load_corpus
 from cberl_model.encoder_finetune import (
     FinetuneConfig,
@@ -114,6 +114,8 @@ def fit_model(config: TrainConfig, train: Corpus, dev: Corpus) -> FittedModel:
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     if config.asr_fraction > 0:  # before stage 1: the encoder adapts to what ASR hears too
         train = heard_by_streamer(train, cache_dir, config.asr_fraction)
+    if config.exclamation_fraction > 0:
+        train = without_exclamations(train, config.exclamation_fraction)
 
     # Stage 1: the text encoder, adapted to emotion when asked (and when there is text).
     encoder_stage: dict[str, Any] | None = None

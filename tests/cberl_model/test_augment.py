@@ -336,6 +336,24 @@ def test_the_asr_share_is_decided_per_utterance_so_a_subset_hears_what_its_pool_
     assert {i for i in ids if is_chosen(i, 0, 0.2)} <= chosen  # a smaller share is inside
 
 
+
+def test_a_seeded_share_loses_its_exclamation_marks_and_nothing_else():
+    from cberl_model.augment.asr_text import is_chosen, without_exclamations
+
+    utts = [Utterance(f"dia{d}_utt{u}", "A", f"No way! Really?! {d}", "joy")
+            for d in range(100) for u in range(4)]
+    corpus = Corpus("c", ("joy",), [Conversation("d", utts + [Utterance("e", "B", "", "joy")])])
+    out = without_exclamations(corpus, 0.5)
+    texts = {u.utterance_id: u.text for u in out.utterances()}
+    plain = {i for i, t in texts.items() if t and "!" not in t}
+    assert 0.4 < len(plain) / len(utts) < 0.6
+    assert all(texts[i] == f"No way. Really?. {i.split('_')[0][3:]}" for i in plain)
+    assert plain == {u.utterance_id for u in utts if is_chosen(u.utterance_id, 1, 0.5)}
+    assert texts["e"] == "" and [u.label for u in out.utterances()] == ["joy"] * 401
+    assert all("!" not in u.text for u in without_exclamations(corpus, 1.0).utterances())
+    with pytest.raises(ValueError, match="fraction"):
+        without_exclamations(corpus, 0.0)
+
 def test_asr_fraction_trains_on_what_the_streamer_whisper_hears_of_train_never_dev(
         tmp_path: Path):
     """Real espeak-ng and the bundled Whisper: the training texts are heard, dev is not."""

@@ -64,6 +64,7 @@ def test_run_cli_exits_with_mains_status(capsys: pytest.CaptureFixture[str]) -> 
     ({"mask_rate": 1.0}, r"mask_rate must be in \[0, 1\)"),
     ({"augment_ratio": 0.0}, r"augment_ratio must be in \(0, 1\]"),
     ({"asr_fraction": 1.5}, r"asr_fraction must be in \[0, 1\]"),
+    ({"exclamation_fraction": -0.1}, r"exclamation_fraction must be in \[0, 1\]"),
     ({"latent_dim": 10, "gat_heads": 3}, "divisible by gat_heads"),
     ({"epochs": "many"}, "epochs must be a int"),
 ])

@@ -80,8 +80,9 @@ def test_fold_key_ignores_run_only_settings_and_the_post_hoc_bias():
     assert fold_key(base.updated({"run_dir": "elsewhere", "logit_bias": "joy=1"}), pooled,
                     folds, 0, 0.1) == key
     # settings added later leave the keys of results kept before them alone at their default
-    assert fold_key(base.updated({"encoder_bf16": False, "asr_fraction": 0.0}), pooled,
-                    folds, 0, 0.1) == key
+    assert fold_key(base.updated({"encoder_bf16": False, "asr_fraction": 0.0,
+                                  "exclamation_fraction": 0.0}), pooled, folds, 0, 0.1) == key
+    assert fold_key(base.updated({"exclamation_fraction": 0.5}), pooled, folds, 0, 0.1) != key
     assert fold_key(base.updated({"encoder_bf16": True}), pooled, folds, 0, 0.1) != key
     assert fold_key(base.updated({"lr": 1e-3}), pooled, folds, 0, 0.1) != key
     assert fold_key(base, pooled, folds, 1, 0.1) != key
