@@ -54,10 +54,11 @@ class StreamerSettings(SharedSettings):
         default=0.7, gt=0, le=1.0, description="refused when the ASR thread's busy share (last "
                                                "seconds), projected with one more participant, exceeds this")
     capacity_participants_per_core: float = Field(
-        default=8.0, ge=0.0,
+        default=6.0, ge=0.0,
         description="participant seats per CPU core (a call reserves one per name it is created "
-                    "with); 0: no seat budget. 8 is what benchmarks/e2e.py measured on a 2-core "
-                    "CPU with tiny.en: 16 participants held rev-0 p95 1.1 s, 24 did not")
+                    "with); 0: no seat budget. 6 is what benchmarks/e2e.py measured on a 2-core "
+                    "CPU with tiny.en and the bundled mpnet model: 12 participants lost no line "
+                    "(rev-0 p95 1.5 s), 16 lost 7 of 62 in one of two runs (8 held with MiniLM)")
     capacity_retry_after_s: int = Field(default=15, ge=1, description="Retry-After of a refusal")
     max_no_speech_prob: float = Field(
         default=0.75, ge=0.0, le=1.0,
