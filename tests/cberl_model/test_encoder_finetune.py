@@ -10,8 +10,8 @@ from transformers import BertConfig, BertModel
 from cberl_model.data import Conversation, Corpus, Utterance
 from cberl_model.encoder_finetune import FinetuneConfig, finetune_encoder, head_logits
 from cberl_model.features.corpus_features import corpus_spec, featurize_corpus
-from cberl_model.metrics import classification_report
 from cberl_model.features.text_encoder import LoraSpec, TextEncoder
+from cberl_model.metrics import classification_report
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 LABELS = ("neutral", "joy")
