@@ -49,15 +49,20 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from cberl_model.augment.asr_text import (
+    exclamations_as_periods,
+    heard_by_streamer,
+    rewrite_texts,
+    streamer_transcriber_id,
+)
 from cberl_model.cli import setup_logging
-from cberl_model.data import Conversation, Corpus, load_corpus
+from cberl_model.data import load_corpus
 from cberl_model.features.corpus_features import corpus_spec, featurize_corpus
 from cberl_model.features.text_encoder import TextEncoder
 from cberl_model.metrics import classification_report
@@ -454,19 +459,13 @@ def cv_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rewritten(corpus: Corpus, rewrite: Callable[[str], str], suffix: str) -> Corpus:
-    return Corpus(corpus.name + suffix, corpus.labels, [
-        Conversation(c.conversation_id, [replace(u, text=rewrite(u.text)) for u in c.utterances])
-        for c in corpus.conversations])
-
-
 def plain_words(text: str) -> str:
     """Lower case, no punctuation (apostrophes kept): the words alone."""
     return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
 
 
 GOLD_VIEWS: dict[str, tuple[str, Callable[[str], str]]] = {
-    "gold_no_exclamation": ("gold, ! as .", lambda text: text.replace("!", ".")),
+    "gold_no_exclamation": ("gold, ! as .", exclamations_as_periods),
     "gold_plain": ("gold, words only", plain_words),
 }
 """Gold dev with what ASR of espeak-ng speech loses, one step at a time, to split the
@@ -479,7 +478,6 @@ def asr_dev_main(args: argparse.Namespace) -> int:
     import torch
 
     from cberl_model.artifact import load_artifact
-    from cberl_model.augment.asr_text import heard_by_streamer, streamer_transcriber_id
     from cberl_model.predict import evaluate_conversations
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -489,7 +487,7 @@ def asr_dev_main(args: argparse.Namespace) -> int:
     for corpus, folder in corpora.items():
         fmt, _, dev_file, _ = CORPORA[corpus]
         gold = load_corpus(f"{fmt}:{folder / dev_file}")
-        views = {"gold": gold, **{k: _rewritten(gold, f, "+" + k) for k, (_, f) in GOLD_VIEWS.items()},
+        views = {"gold": gold, **{k: rewrite_texts(gold, f, "+" + k) for k, (_, f) in GOLD_VIEWS.items()},
                  "asr": heard_by_streamer(gold, default_cache_dir())}
         rows = {}
         for model_dir in args.models.get(corpus, []):
@@ -527,7 +525,7 @@ def asr_dev_markdown(out: dict[str, Any]) -> str:
         for model_dir, r in rows.items():
             g, a = r["gold_final"], r["asr_final"]
             lines.append(f"| `{model_dir}` ({r['model_id']}) | {f1(r, 'gold'):.2f} | "
-                         + "".join(f"{f1(r, k):.2f} | " for k in GOLD_VIEWS if f"{k}_final" in r)
+                         + "".join(f"{f1(r, k):.2f} | " for k in GOLD_VIEWS)
                          + f"{f1(r, 'asr'):.2f} | {f1(r, 'gold') - f1(r, 'asr'):.2f} | "
                          f"{100 * r['gold_revision0']['weighted_f1']:.2f} | "
                          f"{100 * r['asr_revision0']['weighted_f1']:.2f} | "

@@ -142,6 +142,21 @@ EXCLAMATION_SEED = 1
 """Seed of the share written without exclamation marks (independent of :data:`ASR_SEED`'s)."""
 
 
+def rewrite_texts(corpus: Corpus, rewrite: Callable[[str], str], name_suffix: str,
+                  chosen: Callable[[str], bool] = lambda utterance_id: True) -> Corpus:
+    """The corpus with ``rewrite`` applied to the non-empty texts of the ``chosen`` ids."""
+    return Corpus(corpus.name + name_suffix, corpus.labels, [
+        Conversation(conv.conversation_id, [
+            replace(utt, text=rewrite(utt.text)) if utt.text and chosen(utt.utterance_id) else utt
+            for utt in conv.utterances])
+        for conv in corpus.conversations])
+
+
+def exclamations_as_periods(text: str) -> str:
+    """Every ``!`` written ``.``, as Whisper writes espeak-ng speech."""
+    return text.replace("!", ".")
+
+
 def without_exclamations(corpus: Corpus, fraction: float, seed: int = EXCLAMATION_SEED) -> Corpus:
     """The corpus with every ``!`` written ``.`` in a seeded ``fraction`` of its utterances.
 
@@ -154,12 +169,9 @@ def without_exclamations(corpus: Corpus, fraction: float, seed: int = EXCLAMATIO
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
-    return Corpus(corpus.name + "+no!", corpus.labels, [
-        Conversation(conv.conversation_id, [
-            replace(utt, text=utt.text.replace("!", "."))
-            if utt.text and is_chosen(utt.utterance_id, seed, fraction) else utt
-            for utt in conv.utterances])
-        for conv in corpus.conversations])
+    return rewrite_texts(corpus, exclamations_as_periods, "+no!",
+                         lambda utterance_id: is_chosen(utterance_id, seed, fraction))
+
 
 def streamer_transcriber() -> tuple[Transcribe, str]:
     """The streamer's Whisper with its default model and settings, and an id for caching.

@@ -57,7 +57,6 @@ def test_every_variant_is_a_valid_config_that_changes_one_thing(ablation: Module
             assert other.updated(settings).to_dict() == base.updated(settings).to_dict(), name
 
 
-
 @pytest.mark.parametrize("recipe", ["meld", "emorynlp"])
 def test_ablation_runs_on_the_encoder_its_results_were_measured_on(ablation: ModuleType,
                                                                    recipe: str):
@@ -71,6 +70,7 @@ def test_ablation_runs_on_the_encoder_its_results_were_measured_on(ablation: Mod
         assert config[key] == committed[key], key
     assert not config["encoder_bf16"] and config["logit_bias"] == ""
     assert config["asr_fraction"] == 0.0 and config["encoder_context_turns"] == 0
+
 
 def tiny_batch(modalities: tuple[str, ...] = ("text", "audio")) -> WindowBatch:
     convs = clustered_corpus(0, modalities, conversations=4, present_rate=0.6)
