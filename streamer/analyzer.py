@@ -36,10 +36,12 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from cberl_model.artifact import load_features
 from cberl_model.features.featurizers import FeaturizerSet
 from cberl_model.features.media import SAMPLE_RATE, UtteranceMedia
+from cberl_model.runtime import select_precision
 from streamer.asr import Transcriber
 from streamer.frames import SpeechSegment, Transcript
 from streamer.settings import StreamerSettings
@@ -131,7 +133,8 @@ class SegmentAnalyzer:
     @classmethod
     def load(cls, settings: StreamerSettings) -> SegmentAnalyzer:
         """Load the ASR model and the model artifact's featurizers (seconds; once per process)."""
-        artifact = load_features(settings.model_dir)
+        artifact = load_features(settings.model_dir, precision=select_precision(
+            settings.encoder_precision, torch.device("cpu")))
         transcriber = Transcriber(settings.whisper_model, settings.whisper_device,
                                   settings.whisper_beam_size, window_s=settings.asr_window_s)
         featurizers = FeaturizerSet.from_artifact(artifact, device=settings.whisper_device)

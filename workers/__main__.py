@@ -66,7 +66,8 @@ def build_worker(settings: WorkerSettings) -> faust.Worker:
     """Load the model, wire store, sink, processor and agents into a faust Worker."""
     try:
         recognizer = EmotionRecognizer.load(settings.model_dir, device=settings.device,
-                                            defer_encoder=True)
+                                            defer_encoder=True,
+                                            precision=settings.encoder_precision)
     except (ModelError, ConfigError) as exc:
         raise UserError(f"cannot load the model from {settings.model_dir or 'the default model'}: "
                         f"{type(exc).__name__}: {exc}") from None

@@ -51,6 +51,8 @@ def corpus_inputs(corpus: Corpus, context_turns: int) -> tuple[list[str], list[s
 def _text_matrix(texts: list[str], encoder: TextEncoder, cache_dir: Path | None,
                  progress: bool, contexts: list[str] | None = None) -> np.ndarray:
     digest = hashlib.sha256(encoder.feature_id().encode())
+    if encoder.dtype != torch.float32:  # a serving encoder's rounding (TextEncoder.freeze)
+        digest.update(str(encoder.dtype).encode())
     for text in texts:
         digest.update(text.encode() + b"\x1e")
     for context in contexts or ():

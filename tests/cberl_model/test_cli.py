@@ -8,9 +8,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from cberl_model.cli import USER_ERRORS, run_cli
-from cberl_model.runtime import ConfigError, select_device
+from cberl_model.runtime import ConfigError, native_bfloat16, select_device, select_precision
 from cberl_model.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +84,13 @@ def test_train_config_accepts_its_defaults_and_recipes() -> None:
 def test_unknown_device_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown device 'tpu'"):
         select_device("tpu")
+
+
+def test_encoder_precision_is_chosen_per_device():
+    cpu = torch.device("cpu")
+    assert select_precision("float32", cpu) == torch.float32
+    assert select_precision("bfloat16", cpu) == torch.bfloat16
+    assert select_precision("auto", cpu) == (torch.bfloat16 if native_bfloat16(cpu)
+                                             else torch.float32)
+    with pytest.raises(ConfigError, match="unknown encoder precision 'fp8'"):
+        select_precision("fp8", cpu)

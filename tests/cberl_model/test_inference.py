@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cberl_model.data import Conversation
 from cberl_model.data.meld import read_meld_csv
@@ -22,7 +23,9 @@ from cberl_model.inference import (
 
 @pytest.fixture(scope="module")
 def recognizer() -> EmotionRecognizer:
-    return EmotionRecognizer.load(device="cpu")
+    """In float32, where the incremental path equals batch inference to 1e-5; bfloat16
+    rounds differently with the padding of a batch (its own tests: test_text_encoder)."""
+    return EmotionRecognizer.load(device="cpu", precision="float32")
 
 
 @pytest.fixture(scope="module")
@@ -219,10 +222,23 @@ def test_call_state_written_before_the_renames_still_loads(recognizer, dialogues
 
 def test_deferred_encoder_gives_the_same_vectors_as_an_eager_load(recognizer, dialogues):
     """A worker loads the encoder in the background; text it encodes must not change."""
-    deferred = EmotionRecognizer.load(device="cpu", defer_encoder=True)
+    deferred = EmotionRecognizer.load(device="cpu", defer_encoder=True, precision="float32")
     assert deferred.artifact.pending_encoder is not None or deferred.artifact.encoder is not None
     utterances = _inputs(dialogues[0])[:3]
     for eager, late in zip(recognizer.featurize(utterances), deferred.featurize(utterances),
                            strict=True):
         np.testing.assert_array_equal(eager["text"], late["text"])
     assert deferred.artifact.pending_encoder is None
+
+
+def test_bfloat16_serving_encoder_gives_the_same_labels(recognizer, dialogues):
+    """What the streamer and workers serve where the CPU has bfloat16 (encoder_precision=auto)."""
+    served = EmotionRecognizer.load(device="cpu", precision="bfloat16")
+    assert served.artifact.encoder.dtype == torch.bfloat16
+    for conv in dialogues:
+        reference = recognizer.predict_conversation(_inputs(conv))
+        rounded = served.predict_conversation(_inputs(conv))
+        assert [r.label for r in rounded] == [r.label for r in reference]
+        np.testing.assert_allclose([[r.scores[k] for k in recognizer.labels] for r in rounded],
+                                   [[r.scores[k] for k in recognizer.labels] for r in reference],
+                                   atol=0.02)

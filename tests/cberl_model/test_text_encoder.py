@@ -161,3 +161,41 @@ def test_context_turns_are_part_of_the_feature_id_only_when_used(bundled):
     assert TextEncoder(context_turns=1).feature_id() != bundled.feature_id()
     with pytest.raises(ValueError, match="context_turns"):
         TextEncoder(context_turns=-1)
+
+
+def _adapted_tiny(folder: Path, bundled: TextEncoder) -> TextEncoder:
+    """The tiny BERT with a LoRA adapter that changes its features."""
+    encoder = TextEncoder(str(_tiny_bert(folder, bundled)),
+                          lora=LoraSpec(rank=2, alpha=4, dropout=0.0))
+    with torch.no_grad():
+        for name, param in encoder.backbone.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    return encoder
+
+
+def test_frozen_encoder_folds_its_adapter_in_and_keeps_its_feature_id(tmp_path, bundled):
+    encoder = _adapted_tiny(tmp_path / "tiny", bundled)
+    texts = ["same text", "a longer text than the first one", "ok"]
+    trained, feature_id = encoder.encode(texts), encoder.feature_id()
+    encoder.freeze(torch.float32)
+    assert encoder.feature_id() == feature_id
+    assert not any(p.requires_grad for p in encoder.parameters())
+    np.testing.assert_allclose(encoder.encode(texts), trained, atol=1e-5)
+    with pytest.raises(EncoderError, match="frozen"):
+        encoder.adapter_state()
+    with pytest.raises(EncoderError, match="frozen"):
+        encoder.load_adapter_state({})
+
+
+def test_bfloat16_serving_encoder_rounds_but_keeps_the_features(tmp_path, bundled):
+    encoder = _adapted_tiny(tmp_path / "tiny", bundled)
+    texts = ["same text", "a longer text than the first one", "ok"]
+    trained, feature_id = encoder.encode(texts), encoder.feature_id()
+    served = encoder.freeze(torch.bfloat16)
+    assert served.dtype == torch.bfloat16 and served.feature_id() == feature_id
+    vectors = served.encode(texts)
+    assert vectors.dtype == np.float32 and not np.array_equal(vectors, trained)
+    cosine = (vectors * trained).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(
+        trained, axis=1)
+    assert cosine.min() > 0.99

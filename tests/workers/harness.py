@@ -121,7 +121,10 @@ class WorkerProcess(ServiceProcess):
         args = ["--broker-bootstrap-servers", bootstrap, "--redis-url", redis_url,
                 "--utterances-topic", topics.utterances, "--emotions-topic", topics.emotions,
                 "--dead-letter-topic", topics.dead_letter, "--app-id", topics.app_id,
-                "--partitions", "4", "--device", "cpu", "--metrics-port", str(self.metrics_port), *extra]
+                "--partitions", "4", "--device", "cpu", "--metrics-port", str(self.metrics_port),
+                # float32: labels are compared with batch inference to 1e-4, and bfloat16
+                # rounds with each micro-batch's padding (tests/cberl_model/test_inference.py)
+                "--encoder-precision", "float32", *extra]
         super().__init__(name, "workers", args, self.metrics_port, "/metrics", data_dir)
 
     def metrics(self) -> str:

@@ -47,7 +47,7 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture(scope="module")
 def recognizer(single_thread: None) -> EmotionRecognizer:
-    return EmotionRecognizer.load(device="cpu")
+    return EmotionRecognizer.load(device="cpu", precision="float32")  # as the harness's workers
 
 
 @pytest.fixture()
