@@ -1,6 +1,7 @@
 """Cost of one incremental update of the default model on this machine (CPU unless CUDA).
 
-    python benchmarks/inference_cost.py --meld DIR [--utterances 300] [--out FILE.json]
+    python benchmarks/inference_cost.py --meld DIR [--utterances 300] [--encoder-precision P]
+        [--out FILE.json]
 
 Replays MELD dev utterances as one long call and times, per added utterance:
 
@@ -30,7 +31,7 @@ import torch
 from cberl_model.cli import setup_logging
 from cberl_model.data.meld import read_meld_csv
 from cberl_model.inference import EmotionRecognizer, UtteranceInput
-from cberl_model.runtime import configure_threads
+from cberl_model.runtime import PRECISIONS, configure_threads
 
 
 def _stats(samples_s: list[float]) -> dict[str, float]:
@@ -46,11 +47,13 @@ def main() -> int:
     parser.add_argument("--utterances", type=int, default=300)
     parser.add_argument("--naive-prefix", type=int, default=120,
                         help="call length up to which the naive baseline is timed")
+    parser.add_argument("--encoder-precision", choices=tuple(PRECISIONS), default="auto",
+                        help="the text encoder's serving dtype (default: what a worker serves in)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     setup_logging()
     configure_threads()
-    recognizer = EmotionRecognizer.load()  # as a worker serves it (encoder_precision auto)
+    recognizer = EmotionRecognizer.load(precision=args.encoder_precision)
     corpus = read_meld_csv(args.meld / "dev_sent_emo.csv")
     utterances = [UtteranceInput(f"u{i}", u.speaker, text=u.text)
                   for i, u in enumerate(corpus.utterances()) if i < args.utterances]

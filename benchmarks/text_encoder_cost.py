@@ -1,7 +1,7 @@
 """Serving cost of the text encoders per utterance: all-MiniLM-L6-v2 against all-mpnet-base-v2,
-each as trained (float32, LoRA adapter unmerged) and as served (:meth:`TextEncoder.freeze`:
-adapter folded in, bfloat16 weights; what ``encoder_precision=auto`` picks on a CPU with
-AVX512-BF16 or AMX).
+each as trained (float32, LoRA adapter unmerged) and "served" frozen in bfloat16
+(:meth:`TextEncoder.freeze`: adapter folded in; ``encoder_precision=bfloat16``, what
+``auto`` picks on CUDA).
 
 The streamer embeds each utterance when it ends, one at a time. Every variant runs in the
 same process on the same MELD dev texts, so the ratios between them (to MiniLM as trained,

@@ -50,11 +50,8 @@ PRECISIONS: dict[str, torch.dtype | None] = {"auto": None, "float32": torch.floa
 
 
 def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 matrix products in hardware.
-
-    A CPU without AVX512-BF16 or AMX emulates them, slower than float32, so ``auto``
-    must not pick bfloat16 there.
-    """
+    """Whether ``device`` computes bfloat16 matrix products in hardware (a CPU without
+    AVX512-BF16 or AMX emulates them, slower than float32)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -64,10 +61,12 @@ def native_bfloat16(device: torch.device) -> bool:
 def select_precision(requested: str, device: torch.device) -> torch.dtype:
     """The dtype the text encoder serves in on ``device``.
 
-    ``auto`` is bfloat16 where the device computes it natively, else float32. On this
-    project's 2-core EPYC (AVX512-BF16) it halves mpnet's time per utterance, and the
-    vectors keep a cosine of at least 0.9998 to float32 (``benchmarks/inference_cost.py``
-    and ``python -m cberl_model.evaluate --encoder-precision`` measure both).
+    ``auto`` is bfloat16 on a CUDA device that has it, float32 on a CPU. On this project's
+    2-core EPYC (AVX512-BF16) bfloat16 halves mpnet's time per utterance when the encoder
+    runs alone (``benchmarks/text_encoder_cost.py``) and keeps the MELD dev scores, but in
+    live calls at 8 concurrent calls, with the ASR and the clients on the same cores, its
+    revision-0 p95 was worse than float32's in 2 of 4 runs (README, "Serving precision"), so
+    a CPU gets it only when asked for.
 
     Raises:
         ConfigError: If ``requested`` is not one of :data:`PRECISIONS`.
@@ -77,7 +76,7 @@ def select_precision(requested: str, device: torch.device) -> torch.dtype:
                           f"{', '.join(PRECISIONS)}")
     dtype = PRECISIONS[requested]
     if dtype is None:
-        return torch.bfloat16 if native_bfloat16(device) else torch.float32
+        return torch.bfloat16 if device.type == "cuda" and native_bfloat16(device) else torch.float32
     return dtype
 
 

@@ -58,8 +58,9 @@ class SharedSettings(BaseSettings):
     # -- model and logging ------------------------------------------------------------
     model_dir: Path | None = Field(None, description="model directory; default: the bundled model")
     encoder_precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="text encoder's serving dtype; auto: bfloat16 where the device has "
-                            "it in hardware (CUDA, AVX512-BF16, AMX), else float32")
+        "auto", description="text encoder's serving dtype; auto: bfloat16 on a CUDA device "
+                            "with it, float32 on a CPU (bfloat16 there: README, 'Serving "
+                            "precision')")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = Field(False, description="one JSON object per log line")
     standby_ready_file: Path | None = Field(

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cberl_model.cli import USER_ERRORS, run_cli
-from cberl_model.runtime import ConfigError, native_bfloat16, select_device, select_precision
+from cberl_model.runtime import ConfigError, select_device, select_precision
 from cberl_model.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +90,6 @@ def test_encoder_precision_is_chosen_per_device():
     cpu = torch.device("cpu")
     assert select_precision("float32", cpu) == torch.float32
     assert select_precision("bfloat16", cpu) == torch.bfloat16
-    assert select_precision("auto", cpu) == (torch.bfloat16 if native_bfloat16(cpu)
-                                             else torch.float32)
+    assert select_precision("auto", cpu) == torch.float32
     with pytest.raises(ConfigError, match="unknown encoder precision 'fp8'"):
         select_precision("fp8", cpu)
