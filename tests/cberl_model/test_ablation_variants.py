@@ -311,7 +311,8 @@ def test_cv_variants_are_valid_and_change_only_the_encoder_or_its_input(
         config = base.updated(settings).to_dict()
         changed = {k for k in config if config[k] != base.to_dict()[k]}
         assert changed <= {"encoder_context_turns", "encoder_max_tokens", "asr_fraction",
-                           "text_model", "encoder_lora_rank", "encoder_bf16"}, name
+                           "exclamation_fraction", "text_model", "encoder_lora_rank",
+                           "encoder_bf16"}, name
 
 
 def test_cv_summary_reports_every_class_and_fits_the_bias_out_of_fold(quality: ModuleType):
