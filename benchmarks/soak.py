@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.faults import ENV, MELD, _post, _wait  # noqa: E402
+from cberl_model.cli import run_cli  # noqa: E402
+from cberl_model.runtime import ConfigError  # noqa: E402
 from deploy.callcheck import dialogue_wavs, meld_dialogues, score, snapshot, stack_children  # noqa: E402
 from deploy.embedded import stack_process  # noqa: E402
 from deploy.services import PythonService  # noqa: E402
@@ -121,14 +123,33 @@ def growth_at_like_load(samples: list[dict[str, Any]],
     return growth, participants
 
 
+MAX_REPORT_BYTES = 16 * 1024 * 1024
+"""The largest soak report ``--rescore`` reads (a 20-minute run writes about 200 KB)."""
+
+
+def flat_within_10pct(growth: dict[str, dict[str, Any]]) -> bool:
+    """Whether no process's RSS or descriptors grew by more than 10 %."""
+    return all(m["growth_pct"] <= 10.0 for row in growth.values() for m in row.values())
+
+
 def rescore(path: Path, warmup_fraction: float) -> int:
-    """Recompute a finished soak's growth rows from its samples (``--rescore FILE``)."""
-    report = json.loads(path.read_text())
-    growth, participants = growth_at_like_load(report["samples"],
-                                               warmup_fraction * report["minutes"] * 60)
+    """Recompute a finished soak's growth rows from its samples (``--rescore FILE``).
+
+    Raises:
+        ConfigError: If the file is missing, larger than :data:`MAX_REPORT_BYTES` or not a
+            soak report.
+    """
+    try:
+        if path.stat().st_size > MAX_REPORT_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_REPORT_BYTES} bytes, not a soak report")
+        report = json.loads(path.read_text())
+        growth, participants = growth_at_like_load(report["samples"],
+                                                   warmup_fraction * report["minutes"] * 60)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
+            IndexError) as exc:
+        raise ConfigError(f"{path}: not a soak report ({type(exc).__name__}: {exc})") from None
     report.update(growth_after_warmup=growth, growth_compared_at_participants=participants,
-                  flat_within_10pct=all(m["growth_pct"] <= 10.0 for r in growth.values()
-                                        for m in r.values()))
+                  flat_within_10pct=flat_within_10pct(growth))
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: report[k] for k in ("growth_after_warmup",
                                              "growth_compared_at_participants",
@@ -219,7 +240,6 @@ def main() -> int:
         stack.stop(timeout_s=60)
 
     growth, participants = growth_at_like_load(samples, args.warmup_fraction * args.minutes * 60)
-    flat = all(m["growth_pct"] <= 10.0 for r in growth.values() for m in r.values())
     report = {
         "command": "python -m benchmarks.soak " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} CPU cores, shared with other work",
@@ -231,7 +251,7 @@ def main() -> int:
         "restarts": {k: v["restarts"] for k, v in status.items()},
         "gauges_after": gauges_after, "gauges_zero_after_s": gauges_zero_after_s,
         "growth_after_warmup": growth, "growth_compared_at_participants": participants,
-        "flat_within_10pct": flat,
+        "flat_within_10pct": flat_within_10pct(growth),
         "samples": samples,
     }
     args.out.write_text(json.dumps(report, indent=1) + "\n")
@@ -240,4 +260,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

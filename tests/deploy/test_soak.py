@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.soak import growth_at_like_load
+import pytest
+
+from benchmarks.soak import MAX_REPORT_BYTES, growth_at_like_load, rescore
+from cberl_model.runtime import ConfigError
 
 
 def _samples(fds: list[int], participants: list[int]) -> list[dict[str, Any]]:
@@ -28,3 +31,15 @@ def test_descriptors_that_grow_at_the_same_load_are_growth():
     fds = growth["streamer"]["fds"]
     assert (fds["after_warmup"], fds["end"]) == (23.0, 28.0)
     assert fds["growth_pct"] > 10
+
+
+def test_rescore_refuses_what_is_not_a_soak_report(tmp_path):
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text('{"samples": "nope"}')
+    too_big = tmp_path / "big.json"
+    too_big.write_bytes(b" " * (MAX_REPORT_BYTES + 1))
+    for path, message in ((garbage, "not a soak report"), (too_big, "larger than"),
+                          (tmp_path / "missing.json", "not a soak report")):
+        with pytest.raises(ConfigError, match=message):
+            rescore(path, warmup_fraction=0.25)
+    assert garbage.read_text() == '{"samples": "nope"}'  # nothing rewritten
