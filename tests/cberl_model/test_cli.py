@@ -93,3 +93,13 @@ def test_encoder_precision_is_chosen_per_device():
     assert select_precision("auto", cpu) == torch.float32
     with pytest.raises(ConfigError, match="unknown encoder precision 'fp8'"):
         select_precision("fp8", cpu)
+
+
+def test_the_settings_offer_exactly_the_runtime_precisions():
+    """contracts cannot import cberl_model, so the setting spells the names out again."""
+    from typing import get_args
+
+    from cberl_model.runtime import PRECISIONS
+    from contracts.settings import SharedSettings
+
+    assert get_args(SharedSettings.model_fields["encoder_precision"].annotation) == tuple(PRECISIONS)
