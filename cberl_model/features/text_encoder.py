@@ -295,7 +295,7 @@ class TextEncoder(nn.Module):
 
     def freeze(self, dtype: torch.dtype = torch.float32) -> TextEncoder:
         """Make this a serving encoder: the LoRA adapter folded into the pretrained weights
-        (exact, and it saves the adapter's extra products) and every weight in ``dtype``.
+        (exact to 1e-6; the adapter's own products go away) and every weight in ``dtype``.
 
         The feature id is kept from before: a bfloat16 encoder serves the same features to
         within rounding (cosine >= 0.9998 to float32 on MELD dev; its scores are measured by
@@ -333,9 +333,10 @@ class TextEncoder(nn.Module):
         Raises:
             EncoderError: If the encoder has no adapter or the weights do not fit it.
         """
-        if self.lora is None or self.frozen_id is not None:
-            raise EncoderError("this encoder was built without a LoRA adapter" if self.lora is None
-                               else "this encoder is frozen for serving")
+        if self.lora is None:
+            raise EncoderError("this encoder was built without a LoRA adapter")
+        if self.frozen_id is not None:
+            raise EncoderError("this encoder is frozen for serving")
         from peft import set_peft_model_state_dict
 
         result = set_peft_model_state_dict(self.backbone, state)
